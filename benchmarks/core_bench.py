@@ -1,0 +1,69 @@
+"""Time score updates and one selection of the core for large N.
+
+    OMP_NUM_THREADS=1 python benchmarks/core_bench.py --sizes 1e5 1e6 1e7
+
+Prints, per (N, method): seconds per update of a batch of `--batch` rows,
+seconds for the store updates covering one full epoch, seconds for one
+selection (set_epoch + shuffled order), and the store's bytes per example.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from emp_hf.core import BYTES_PER_EXAMPLE, DataPruner, PruningConfig
+
+
+def timed(fn, repeat=3):
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", type=float, default=[1e5, 1e6, 1e7])
+    parser.add_argument("--methods", nargs="+", default=["emp", "infobatch", "ucb"])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--prune", type=float, default=0.7)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    print(f"store bytes/example: {BYTES_PER_EXAMPLE}")
+    print(f"{'N':>11} {'method':>10} {'update/batch s':>15} {'epoch updates s':>16} {'selection s':>12}")
+    for size in args.sizes:
+        n = int(size)
+        for method in args.methods:
+            pruner = DataPruner(n, 3, PruningConfig(method=method, prune=args.prune, anneal=0.0), seed=0)
+            pruner.set_epoch(0)
+            g = torch.Generator().manual_seed(0)
+            # one full epoch of updates in one go (fills every score), then time batch-sized updates
+            t0 = time.perf_counter()
+            chunk = 1 << 20
+            for start in range(0, n, chunk):
+                idx = torch.arange(start, min(n, start + chunk))
+                pruner.update(idx, torch.rand(idx.numel(), generator=g), torch.rand(idx.numel(), generator=g))
+            epoch_updates = time.perf_counter() - t0
+            idx = torch.randint(0, n, (args.batch,), generator=g)
+            losses, ents = torch.rand(args.batch, generator=g), torch.rand(args.batch, generator=g)
+            per_batch = timed(lambda: pruner.update(idx, losses, ents), repeat=20)
+
+            def select():
+                pruner.selection = None  # force a fresh selection for epoch 1
+                pruner._pruned = None
+                pruner.epoch = None
+                pruner.set_epoch(1)
+                pruner.epoch_order()
+
+            selection = timed(select)
+            print(f"{n:>11,} {method:>10} {per_batch:>15.6f} {epoch_updates:>16.3f} {selection:>12.3f}")
+
+
+if __name__ == "__main__":
+    main()

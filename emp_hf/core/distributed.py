@@ -1,0 +1,56 @@
+"""Keep every rank's score store identical by gathering all ranks' observations.
+
+Indices (int64) and values (float32) travel as separate tensors so that large
+indices keep their exact value. Works with any torch.distributed backend; under
+NCCL the tensors travel on the current CUDA device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _comm_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def gather_updates(indices: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
+    """All ranks' (indices, *values), concatenated in rank order, on the CPU.
+
+    Without an initialised process group (or with one process) the inputs are
+    returned unchanged. Ranks may contribute different numbers of rows.
+    """
+    indices = indices.detach().reshape(-1).to(torch.int64)
+    flat_values = [v.detach().reshape(-1).to(torch.float32) for v in values]
+    if world_size() == 1:
+        return (indices.cpu(), *(v.cpu() for v in flat_values))
+    device = _comm_device()
+    count = torch.tensor([indices.numel()], dtype=torch.int64, device=device)
+    counts = [torch.zeros_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    longest = max(sizes)
+
+    padded_idx = torch.zeros(longest, dtype=torch.int64, device=device)
+    padded_idx[: indices.numel()] = indices.to(device)
+    gathered_idx = [torch.empty_like(padded_idx) for _ in sizes]
+    dist.all_gather(gathered_idx, padded_idx)
+    out = [torch.cat([g[:n].cpu() for g, n in zip(gathered_idx, sizes)])]
+
+    if flat_values:
+        stacked = torch.zeros(len(flat_values), longest, dtype=torch.float32, device=device)
+        for row, v in enumerate(flat_values):
+            stacked[row, : v.numel()] = v.to(device)
+        gathered = [torch.empty_like(stacked) for _ in sizes]
+        dist.all_gather(gathered, stacked)
+        joined = torch.cat([g[:, :n].cpu() for g, n in zip(gathered, sizes)], dim=1)
+        out.extend(joined.unbind(0))
+    return tuple(out)

@@ -1,0 +1,228 @@
+"""The pruning state of one run: scores, the epoch's selection, and the report.
+
+This is the one object a front end holds. Its three-call use (InfoBatch's
+API, without patching torch):
+
+    pruner = DataPruner(len(dataset), num_epochs, PruningConfig(method="emp", prune=0.7))
+    loader = DataLoader(dataset, batch_size=..., sampler=PruningSampler(pruner))
+    ...  # per batch, after the forward pass:
+    pruner.update(indices, per_example_loss, per_example_entropy)
+    loss = (per_example_loss * pruner.loss_weights(indices)).mean()
+
+Every selection is a function of (seed, epoch, scores) only, so identical
+stores on all ranks give identical selections, and a restored state gives the
+selection the uninterrupted run would have made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import PruningConfig
+from .policies import Selection, SelectionContext, build_policy, seeded_generator
+from .report import PruningReport
+from .schedule import PruningSchedule, kept_count
+from .scores import ScoreStore
+
+_SELECT_STREAM = 0x5E1EC7
+_ORDER_STREAM = 0x0DE5
+
+
+def load_scores_file(path: str | Path) -> Tensor:
+    """One float per example from a .pt, .npy or text file (one value per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"`static_scores_file` {str(path)!r} does not exist.")
+    if path.suffix == ".pt":
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    elif path.suffix == ".npy":
+        import numpy as np
+
+        data = torch.from_numpy(np.load(path))
+    else:
+        data = torch.tensor([float(line) for line in path.read_text().split()])
+    return torch.as_tensor(data, dtype=torch.float32).reshape(-1)
+
+
+class DataPruner:
+    def __init__(
+        self,
+        num_examples: int,
+        num_epochs: int,
+        config: PruningConfig | None = None,
+        *,
+        seed: int = 0,
+        labels: Tensor | None = None,
+        static_scores: Tensor | None = None,
+        shuffle: bool = True,
+    ) -> None:
+        if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples <= 0:
+            raise ValueError(f"`num_examples` must be a positive integer (the dataset size), got {num_examples!r}.")
+        self.config = config if config is not None else PruningConfig()
+        self.num_examples = num_examples
+        self.seed = int(self.config.pruning_seed if self.config.pruning_seed is not None else seed)
+        self.shuffle = shuffle
+        if static_scores is None and self.config.static_scores_file is not None:
+            static_scores = load_scores_file(self.config.static_scores_file)
+        if static_scores is not None and torch.as_tensor(static_scores).numel() != num_examples:
+            raise ValueError(
+                f"`static_scores` has {torch.as_tensor(static_scores).numel()} entries but the dataset has "
+                f"{num_examples} examples; one score per training example is required."
+            )
+        self.policy = build_policy(self.config, static_scores)
+        self.schedule = PruningSchedule(num_epochs, self.config.prune, self.config.effective_anneal, self.config.period)
+        self.store = ScoreStore(num_examples, self.config.ema_alpha)
+        self.keep = kept_count(num_examples, self.config.prune)
+        if labels is not None:
+            labels = torch.as_tensor(labels).reshape(-1)
+            if labels.numel() != num_examples:
+                raise ValueError(f"`labels` has {labels.numel()} entries for {num_examples} examples.")
+            labels = labels.to(torch.int64) if not labels.is_floating_point() else None
+            if labels is not None and int(labels.min()) < 0:
+                labels = None  # ignore-index style labels: no per-class report
+        self.report = PruningReport(
+            num_examples=num_examples,
+            method=self.config.method,
+            settings=self.config.to_dict() | {"pruning_seed": self.seed},
+            planned=self.plan(),
+            exact_plan=self.policy.exact_plan,
+            labels=labels,
+        )
+        self.epoch: int | None = None
+        self.selection: Selection | None = None
+        self._pruned: Selection | None = None  # last pruning selection, reused within a period
+        self._pruned_epoch: int | None = None
+        self._order: Tensor | None = None
+
+    # ------------------------------------------------------------------ plan
+    def plan(self) -> list[int]:
+        """Examples each epoch will train on (an estimate for infobatch, see `exact_plan`)."""
+        return self.schedule.plan(self.num_examples, self.policy.planned_size(self.num_examples, self.keep))
+
+    @property
+    def exact_plan(self) -> bool:
+        return self.policy.exact_plan or self.config.prune == 0.0
+
+    # ------------------------------------------------------------- selection
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch's examples. Idempotent: a second call for the same epoch changes nothing."""
+        epoch = int(epoch)
+        if epoch == self.epoch and self.selection is not None:
+            return
+        if epoch < 0 or epoch >= self.schedule.num_epochs:
+            raise ValueError(f"`epoch` must be in [0, {self.schedule.num_epochs}), got {epoch}.")
+        full = self.schedule.is_full(epoch)
+        if full:
+            selection = Selection(indices=torch.arange(self.num_examples))
+        else:
+            chosen_at = self.schedule.selection_epoch(epoch)
+            if self._pruned is None or self._pruned_epoch != chosen_at:
+                ctx = SelectionContext(
+                    store=self.store,
+                    keep=self.keep,
+                    prune=self.config.prune,
+                    generator=seeded_generator(self.seed, chosen_at, _SELECT_STREAM),
+                    seed=self.seed,
+                    round_index=self.schedule.round_index(epoch),
+                )
+                self._pruned = self.policy.select(ctx)
+                self._pruned_epoch = chosen_at
+            selection = self._pruned
+            self.store.times_selected[selection.indices] += 1
+        self.epoch, self.selection, self._order = epoch, selection, None
+        self.report.record_selection(epoch, selection.indices, full, self.mean_score())
+
+    def _ensure_epoch(self) -> Selection:
+        if self.selection is None:
+            self.set_epoch(0)
+        assert self.selection is not None
+        return self.selection
+
+    def epoch_order(self) -> Tensor:
+        """The epoch's global training order: the selection shuffled by (seed, epoch)."""
+        selection = self._ensure_epoch()
+        if self._order is None:
+            if self.shuffle:
+                perm = torch.randperm(len(selection), generator=seeded_generator(self.seed, self.epoch, _ORDER_STREAM))
+                self._order = selection.indices[perm]
+            else:
+                self._order = selection.indices
+        return self._order
+
+    def epoch_size(self) -> int:
+        return len(self._ensure_epoch())
+
+    def mean_score(self) -> float | None:
+        seen = self.store.seen
+        if not bool(seen.any()):
+            return None
+        return float(self.policy.score(self.store)[seen].mean())
+
+    # ---------------------------------------------------------------- scores
+    def update(self, indices: Tensor, losses: Tensor, entropies: Tensor | None = None) -> None:
+        """Record the training forward pass of a batch (already gathered across ranks)."""
+        self._ensure_epoch()
+        self.store.update(indices, losses, entropies, epoch=self.epoch or 0)
+        self.report.add_forwarded(self.epoch or 0, torch.as_tensor(indices).numel())
+
+    def loss_weights(self, indices: Tensor) -> Tensor:
+        """Per-example loss weights for a batch (1 except for infobatch's kept well-learned examples)."""
+        indices = torch.as_tensor(indices).reshape(-1)
+        selection = self._ensure_epoch()
+        if selection.weights is None:
+            return torch.ones(indices.numel(), dtype=torch.float32, device=indices.device)
+        cpu_idx = indices.detach().cpu().to(torch.int64)
+        pos = torch.searchsorted(selection.indices, cpu_idx).clamp_(max=len(selection) - 1)
+        found = selection.indices[pos] == cpu_idx
+        weights = torch.where(found, selection.weights[pos], torch.ones_like(selection.weights[pos]))
+        return weights.to(indices.device)
+
+    # ------------------------------------------------------------ reporting
+    def summary(self, **extra: Any) -> dict[str, Any]:
+        return self.report.summary(self.store, **extra)
+
+    # ----------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        def pack(selection: Selection | None) -> dict[str, Any] | None:
+            if selection is None:
+                return None
+            return {"indices": selection.indices.clone(), "weights": selection.weights}
+
+        return {
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+            "num_examples": self.num_examples,
+            "epoch": self.epoch,
+            "selection": pack(self.selection),
+            "pruned": pack(self._pruned),
+            "pruned_epoch": self._pruned_epoch,
+            "store": self.store.state_dict(),
+            "report": self.report.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["num_examples"]) != self.num_examples:
+            raise ValueError(
+                f"Pruning state is for {state['num_examples']} examples but this dataset has {self.num_examples}."
+            )
+        saved, current = state["config"], self.config.to_dict()
+        if saved["method"] != current["method"]:
+            raise ValueError(
+                f"Pruning state was written by method {saved['method']!r}, but this run uses {current['method']!r}."
+            )
+
+        def unpack(packed: dict[str, Any] | None) -> Selection | None:
+            return None if packed is None else Selection(packed["indices"], packed["weights"])
+
+        self.seed = int(state["seed"])
+        self.epoch = state["epoch"]
+        self.selection = unpack(state["selection"])
+        self._pruned = unpack(state["pruned"])
+        self._pruned_epoch = state["pruned_epoch"]
+        self._order = None
+        self.store.load_state_dict(state["store"])
+        self.report.load_state_dict(state["report"])

@@ -1,0 +1,112 @@
+"""What pruning did: counts per epoch, the saving against full data, and who got picked.
+
+The always / sometimes / never split is that of the dynamic-data-pruning
+paper: over the pruning epochs run, how many examples were selected every
+time, some of the time, or not once. Full-data epochs are not counted there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .scores import ScoreStore
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    full: bool
+    kept: int
+    forwarded: int = 0
+    mean_score: float | None = None
+    class_kept_fraction: dict[str, float] | None = None
+
+
+@dataclass
+class PruningReport:
+    num_examples: int
+    method: str
+    settings: dict[str, Any]
+    planned: list[int]
+    exact_plan: bool
+    labels: Tensor | None = field(default=None, repr=False)
+    epochs: dict[int, EpochRecord] = field(default_factory=dict)
+
+    def record_selection(self, epoch: int, kept: Tensor, full: bool, mean_score: float | None) -> None:
+        per_class = None
+        if self.labels is not None and not full:
+            totals = torch.bincount(self.labels)
+            chosen = torch.bincount(self.labels[kept], minlength=totals.numel())
+            per_class = {
+                str(c): round(float(chosen[c]) / float(totals[c]), 6) for c in range(totals.numel()) if totals[c] > 0
+            }
+        previous = self.epochs.get(epoch)
+        self.epochs[epoch] = EpochRecord(
+            epoch=epoch,
+            full=full,
+            kept=int(kept.numel()),
+            forwarded=previous.forwarded if previous else 0,
+            mean_score=mean_score,
+            class_kept_fraction=per_class,
+        )
+
+    def add_forwarded(self, epoch: int, count: int) -> None:
+        if epoch not in self.epochs:
+            raise RuntimeError("`set_epoch` must be called before examples are recorded for that epoch.")
+        self.epochs[epoch].forwarded += int(count)
+
+    @property
+    def forwarded_total(self) -> int:
+        return sum(r.forwarded for r in self.epochs.values())
+
+    def summary(self, store: ScoreStore, **extra: Any) -> dict[str, Any]:
+        """The JSON-ready report; `extra` adds front-end facts (wall time, world size, ...)."""
+        records = [self.epochs[e] for e in sorted(self.epochs)]
+        full_data = self.num_examples * len(records)
+        forwarded = self.forwarded_total
+        pruned_epochs = sum(1 for r in records if not r.full)
+        counts = store.times_selected
+        histogram = torch.bincount(counts, minlength=pruned_epochs + 1).tolist()
+        if pruned_epochs:
+            split = {
+                "always": int((counts == pruned_epochs).sum()),
+                "sometimes": int(((counts > 0) & (counts < pruned_epochs)).sum()),
+                "never": int((counts == 0).sum()),
+            }
+        else:
+            split = {"always": self.num_examples, "sometimes": 0, "never": 0}
+        out: dict[str, Any] = {
+            "method": self.method,
+            "settings": self.settings,
+            "num_examples": self.num_examples,
+            "epochs_run": len(records),
+            "pruning_epochs_run": pruned_epochs,
+            "planned_examples_per_epoch": self.planned,
+            "plan_is_exact": self.exact_plan,
+            "kept_examples": sum(r.kept for r in records),
+            "forwarded_examples": forwarded,
+            "full_data_examples": full_data,
+            "saved_fraction": (1.0 - forwarded / full_data) if full_data else 0.0,
+            "nonfinite_scores_dropped": store.nonfinite_count,
+            "selection_count_histogram": histogram,
+            "selection_split": split,
+            "per_epoch": [asdict(r) for r in records],
+        }
+        out.update(extra)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": [asdict(r) for r in self.epochs.values()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epochs = {int(r["epoch"]): EpochRecord(**r) for r in state["epochs"]}
+
+
+def save_json(data: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")

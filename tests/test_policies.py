@@ -1,0 +1,150 @@
+"""Each policy against a case computed by hand from METHODS.md."""
+
+import pytest
+import torch
+
+from emp_hf.core import DataPruner, PruningConfig, ScoreStore, top_k_mask
+
+
+def pruner_with(method, losses, entropies=None, prune=0.5, epochs=4, **cfg):
+    n = len(losses)
+    p = DataPruner(n, epochs, PruningConfig(method=method, prune=prune, anneal=0.0, **cfg), seed=3)
+    p.set_epoch(0)
+    p.update(torch.arange(n), torch.tensor(losses), None if entropies is None else torch.tensor(entropies))
+    return p
+
+
+def selected(p, epoch=1):
+    p.set_epoch(epoch)
+    return set(p.selection.indices.tolist())
+
+
+def test_emp_ranks_by_loss_plus_five_entropy_not_by_loss():
+    # scores = loss + 5 * entropy = [3.5, 2.0, 3.0, 3.5]; by loss alone the top 2 would be {1, 2}
+    p = pruner_with("emp", [1.0, 2.0, 3.0, 0.5], [0.5, 0.0, 0.0, 0.6])
+    assert selected(p) == {0, 3}
+
+
+def test_emp_beta_zero_is_loss_ranking():
+    p = pruner_with("emp", [1.0, 2.0, 3.0, 0.5], [0.5, 0.0, 0.0, 0.6], beta=0.0)
+    assert selected(p) == {1, 2}
+
+
+def test_infobatch_keeps_above_mean_and_reweights_kept_well_learned():
+    # mean = 11/6 ~ 1.83: well learned = {0, 4, 5}; s = 1/3 keeps round(2/3 * 3) = 2 of them, weight 1.5
+    p = pruner_with("infobatch", [1.0, 2.0, 3.0, 4.0, 0.5, 0.5], prune=1 / 3)
+    chosen = selected(p)
+    assert {1, 2, 3} <= chosen and len(chosen) == 5
+    weights = p.loss_weights(torch.arange(6))
+    for i in range(6):
+        expected = 1.5 if i in chosen - {1, 2, 3} else 1.0
+        assert weights[i].item() == pytest.approx(expected)
+
+
+def test_infobatch_weights_reset_in_annealing():
+    p = DataPruner(6, 4, PruningConfig(method="infobatch", prune=0.5, anneal=0.25))
+    p.set_epoch(0)
+    p.update(torch.arange(6), torch.tensor([1.0, 2.0, 3.0, 4.0, 0.5, 0.5]))
+    p.set_epoch(1)
+    assert p.loss_weights(torch.arange(6)).max() == 2.0
+    p.set_epoch(3)  # the annealing epoch: full data, weights 1
+    assert len(p.selection) == 6 and torch.equal(p.loss_weights(torch.arange(6)), torch.ones(6))
+
+
+def test_ema_and_variance_follow_methods_md():
+    store = ScoreStore(1, ema_alpha=0.8)
+    store.update(torch.tensor([0]), torch.tensor([1.0]))
+    assert (store.ema.item(), store.ema_var.item()) == (1.0, 0.0)  # start from first loss, variance 0
+    store.update(torch.tensor([0]), torch.tensor([2.0]))
+    # ema = .8*2 + .2*1 = 1.8 ; var = .2*0 + .8*(2-1)^2 = .8
+    assert store.ema.item() == pytest.approx(1.8) and store.ema_var.item() == pytest.approx(0.8)
+    store.update(torch.tensor([0]), torch.tensor([0.0]))
+    # ema = .2*1.8 = .36 ; var = .2*.8 + .8*(0-1.8)^2 = 2.752
+    assert store.ema.item() == pytest.approx(0.36) and store.ema_var.item() == pytest.approx(2.752)
+
+
+def test_uncertainty_ranks_by_ema_and_ucb_adds_variance():
+    def run(method):
+        p = DataPruner(3, 5, PruningConfig(method=method, prune=0.6, anneal=0.0))
+        p.set_epoch(0)
+        # ex0 steady at 1.0; ex1 jumps 0 -> 1.2 -> 0.2 (ema .36, var 1.0528); ex2 steady .5
+        for losses in ([1.0, 0.0, 0.5], [1.0, 1.2, 0.5], [1.0, 0.2, 0.5]):
+            p.update(torch.arange(3), torch.tensor(losses))
+        return selected(p)
+
+    # k = round(0.4 * 3) = 1; ema = [1.0, 0.392, 0.5]; ucb = ema + var = [1.0, 0.392 + var1, 0.5]
+    assert run("uncertainty") == {0}
+    store = ScoreStore(1)
+    for value in (0.0, 1.2, 0.2):
+        store.update(torch.tensor([0]), torch.tensor([value]))
+    assert store.ema.item() + store.ema_var.item() > 1.0  # the hand-computed premise
+    assert run("ucb") == {1}
+
+
+def test_eps_greedy_splits_exploit_and_explore():
+    n, prune = 100, 0.9  # k = 10: 9 by ema, 1 at random from the other 91
+    p = pruner_with("eps_greedy", [float(i) for i in range(n)], prune=prune, eps=0.1)
+    chosen = selected(p)
+    assert len(chosen) == 10
+    assert set(range(91, 100)) <= chosen  # the 9 largest EMAs
+    assert len(chosen - set(range(91, 100))) == 1
+
+
+def test_elfl_trains_every_example_equally_often():
+    n, prune, epochs = 10, 0.7, 11  # k = 3; 10 pruning epochs x 3 = 30 = 3 per example
+    p = DataPruner(n, epochs, PruningConfig(method="elfl", prune=prune))
+    for e in range(1, epochs):
+        p.set_epoch(e)
+    assert torch.equal(p.store.times_selected, torch.full((n,), 3, dtype=torch.int32))
+
+
+def test_random_changes_and_static_random_does_not():
+    rnd = pruner_with("random", [0.0] * 50)
+    assert selected(rnd, 1) != selected(rnd, 2)
+    static = pruner_with("static_random", [0.0] * 50)
+    assert selected(static, 1) == selected(static, 2) and len(selected(static, 3)) == 25
+
+
+def test_static_uses_given_scores_once():
+    scores = torch.tensor([5.0, 1.0, 4.0, 2.0])
+    p = DataPruner(4, 3, PruningConfig(method="static", prune=0.5), static_scores=scores)
+    assert selected(p, 1) == {0, 2} == selected(p, 2)
+
+
+def test_static_scores_file_and_wrong_length(tmp_path):
+    path = tmp_path / "scores.txt"
+    path.write_text("5\n1\n4\n2\n")
+    p = DataPruner(4, 3, PruningConfig(method="static", prune=0.5, static_scores_file=str(path)))
+    assert selected(p) == {0, 2}
+    with pytest.raises(ValueError, match="static_scores.*3 examples"):
+        DataPruner(3, 3, PruningConfig(method="static", prune=0.5, static_scores_file=str(path)))
+    with pytest.raises(ValueError, match="static.*needs"):
+        DataPruner(4, 3, PruningConfig(method="static", prune=0.5))
+
+
+def test_full_keeps_everything():
+    p = pruner_with("full", [1.0, 2.0, 3.0], prune=0.9)
+    assert selected(p) == {0, 1, 2}
+
+
+def test_unseen_examples_rank_first():
+    p = DataPruner(4, 3, PruningConfig(method="emp", prune=0.5, anneal=0.0))
+    p.set_epoch(0)
+    p.update(torch.tensor([0, 1]), torch.tensor([9.0, 9.0]))
+    assert selected(p) == {2, 3}
+
+
+def test_top_k_ties_break_towards_lower_index():
+    scores = torch.tensor([1.0, 2.0, 2.0, 2.0, 0.0])
+    assert torch.nonzero(top_k_mask(scores, 2)).squeeze(1).tolist() == [1, 2]
+    assert top_k_mask(scores, 0).sum() == 0 and top_k_mask(scores, 9).all()
+
+
+def test_nonfinite_losses_never_enter_a_selection():
+    p = DataPruner(4, 3, PruningConfig(method="emp", prune=0.5, anneal=0.0))
+    p.set_epoch(0)
+    p.update(torch.arange(4), torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.zeros(4))
+    p.update(torch.arange(4), torch.tensor([float("nan"), float("inf"), 0.5, 0.5]), torch.zeros(4))
+    assert p.store.nonfinite_count == 2
+    assert p.store.loss.tolist() == [1.0, 2.0, 0.5, 0.5]  # the bad rows were not written
+    assert selected(p) == {0, 1}
