@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import math
 import os
@@ -112,14 +113,18 @@ class PruningTrainer(Trainer):
         self.pruning_args = pruning_args if pruning_args is not None else PruningArguments()
         if not isinstance(self.pruning_args, PruningConfig):
             raise TypeError(f"`pruning_args` must be a PruningArguments, got {type(self.pruning_args).__name__}.")
+        # Refuse bad input before the parent's checks, whose messages do not mention pruning.
+        bound = inspect.signature(Trainer.__init__).bind(self, *args, **kwargs).arguments
+        if bound.get("args") is not None:
+            self._check_args(bound["args"])
+        if bound.get("train_dataset") is not None:
+            self._check_train_dataset(bound["train_dataset"], bound.get("compute_loss_func"))
         super().__init__(*args, **kwargs)
         self.pruner: DataPruner | None = None
         self._pruning_sampler: PlannedSampler | None = None
         self._epoch_batches: list[int] = []
         self._epoch_updates: list[int] = []
         self._train_start: float | None = None
-        if self.train_dataset is not None:
-            self._check_train_dataset(self.train_dataset)
         self._check_args(self.args)
 
     # ------------------------------------------------------------ checks
@@ -143,7 +148,7 @@ class PruningTrainer(Trainer):
                 "sampler decides each epoch's examples and shuffles them itself. Use the default 'random'."
             )
 
-    def _check_train_dataset(self, dataset: Any) -> None:
+    def _check_train_dataset(self, dataset: Any, compute_loss_func: Any = None) -> None:
         if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
             raise ValueError(
                 "PruningTrainer needs a map-style `train_dataset` with a length (e.g. `datasets.Dataset`): "
@@ -156,7 +161,7 @@ class PruningTrainer(Trainer):
             raise ValueError(f"`train_dataset` already has a column named {INDEX_KEY!r}, which PruningTrainer uses.")
         label_key, _ = _dataset_labels(dataset)
         needs_labels = self.pruning_args.method != "full" and self.pruning_args.prune > 0
-        if needs_labels and label_key is None and self.compute_loss_func is None:
+        if needs_labels and label_key is None and compute_loss_func is None:
             raise ValueError(
                 f"Method {self.pruning_args.method!r} scores each example by its loss, so `train_dataset` needs "
                 f"a label column (one of {', '.join(LABEL_KEYS)}). Add labels or use method='full'."
@@ -186,7 +191,7 @@ class PruningTrainer(Trainer):
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
         self._check_args(self.args)
-        self._check_train_dataset(self.train_dataset)
+        self._check_train_dataset(self.train_dataset, self.compute_loss_func)
         dataset = self.train_dataset
         self.pruner = self._build_pruner(dataset)
         try:
@@ -394,6 +399,27 @@ class PruningTrainer(Trainer):
             return
         with open(path, "a", encoding="utf-8") as f:
             f.write("\n" + model_card_section(self.pruning_args, report_path))
+
+
+def release_distributed(trainer: Trainer | None = None) -> None:
+    """End a multi-process run cleanly: free the trainer's DDP wrapper, then the process group.
+
+    A gloo group still alive at interpreter exit aborts the process, and one
+    freed while the DDP reducer holds the last reference deadlocks (its worker
+    thread waits for the GIL that the reducer's destructor holds). Freeing the
+    wrapped model first lets `destroy_process_group` run the group's destructor.
+    """
+    import gc
+
+    import torch.distributed as dist
+
+    if trainer is not None:
+        trainer.model_wrapped = trainer.model
+        trainer.accelerator.free_memory()
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def model_card_section(config: PruningConfig, report_path: str) -> str:

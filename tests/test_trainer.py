@@ -1,0 +1,260 @@
+"""PruningTrainer under the real transformers Trainer, on a tiny BERT built here."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from tiny import tiny_args, tiny_bert, tiny_dataset
+from transformers import Trainer, TrainerCallback, default_data_collator
+
+from emp_hf import PruningArguments, PruningTrainer
+from emp_hf.trainer import INDEX_KEY, REPORT_FILE, STATE_FILE
+
+
+class StepRecorder(TrainerCallback):
+    """Optimizer steps per epoch, the LR at each step, and leftover gradients at epoch ends."""
+
+    def __init__(self):
+        self.steps_per_epoch, self.lrs, self.leftover_grads = [], [], []
+
+    def on_epoch_begin(self, args, state, control, **kw):
+        self.steps_per_epoch.append(0)
+
+    def on_step_end(self, args, state, control, optimizer=None, **kw):
+        self.steps_per_epoch[-1] += 1
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "learning_rate" in logs:
+            self.lrs.append(logs["learning_rate"])
+
+    def on_epoch_end(self, args, state, control, model=None, **kw):
+        self.leftover_grads.append(any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()))
+
+
+def make(tmp_path, n=30, pruning=None, callbacks=(), dataset=None, **arg_overrides):
+    return PruningTrainer(
+        model=tiny_bert(),
+        args=tiny_args(tmp_path, **arg_overrides),
+        train_dataset=dataset if dataset is not None else tiny_dataset(n),
+        eval_dataset=tiny_dataset(8, seed=1),
+        pruning_args=pruning,
+        callbacks=list(callbacks),
+    )
+
+
+# ---------------------------------------------------------------- indices
+def test_index_reaches_the_loss_and_never_the_model(tmp_path):
+    trainer = make(tmp_path, pruning=PruningArguments(method="random", prune=0.5, anneal=0.0))
+    seen_kwargs = []
+    trainer.model.register_forward_pre_hook(lambda mod, args, kwargs: seen_kwargs.append(set(kwargs)),
+                                            with_kwargs=True)
+    trainer.train()
+    assert seen_kwargs and all(INDEX_KEY not in kw for kw in seen_kwargs)
+    store = trainer.pruner.store
+    # epoch 0: every example once; epochs 1, 2: 15 each; so 30 + 15 + 15 rows, no index lost or invented
+    assert int(store.times_trained.sum()) == 60 and bool(store.seen.all())
+    assert trainer.pruner.report.forwarded_total == 60
+    assert "eval_loss" in trainer.evaluate()
+    assert trainer.predict(tiny_dataset(5, seed=2)).predictions.shape == (5, 2)
+
+
+def test_index_survives_remove_unused_columns_false(tmp_path):
+    data = tiny_dataset(12).remove_columns(["text"])
+    trainer = make(tmp_path, dataset=data, remove_unused_columns=False,
+                   pruning=PruningArguments(method="emp", prune=0.5))
+    trainer.train()
+    assert int(trainer.pruner.store.times_trained.sum()) > 12
+
+
+def test_recorded_scores_are_the_float32_loss_and_entropy_of_the_batch(tmp_path):
+    trainer = make(tmp_path, n=8, num_train_epochs=1, learning_rate=0.0,
+                   pruning=PruningArguments(method="emp", prune=0.5))
+    trainer.train()  # lr 0: the model is unchanged, so a fresh forward reproduces the training scores
+    data = tiny_dataset(8)
+    model = trainer.model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor(data["input_ids"]),
+                       attention_mask=torch.tensor(data["attention_mask"])).logits.float()
+    labels = torch.tensor(data["label"])
+    expected_loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    p = logits.softmax(-1)
+    expected_entropy = -(p * p.log()).sum(-1)
+    torch.testing.assert_close(trainer.pruner.store.loss, expected_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(trainer.pruner.store.entropy, expected_entropy, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------- loss
+def batch_of(trainer, n=6):
+    data = tiny_dataset(n)
+    features = [{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"], "labels": r["label"],
+                 INDEX_KEY: i} for i, r in enumerate(data)]
+    return default_data_collator(features)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("num_items", [None, 12])
+def test_loss_equals_the_plain_trainers_loss(tmp_path, smoothing, num_items):
+    for method in ("emp", "infobatch"):
+        pruning = make(tmp_path, pruning=PruningArguments(method=method, prune=0.5), label_smoothing_factor=smoothing,
+                       gradient_accumulation_steps=2)
+        plain = Trainer(model=pruning.model, args=pruning.args, train_dataset=tiny_dataset(30))
+        pruning.get_train_dataloader()  # builds the pruner, epoch 0 (weights 1)
+        pruning.model.train()
+        batch = batch_of(pruning)
+        ours = pruning.compute_loss(pruning.model, dict(batch), num_items_in_batch=num_items)
+        batch.pop(INDEX_KEY)
+        theirs = plain.compute_loss(pruning.model, dict(batch), num_items_in_batch=num_items)
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+def test_infobatch_loss_is_weighted(tmp_path):
+    trainer = make(tmp_path, pruning=PruningArguments(method="infobatch", prune=0.5, anneal=0.0))
+    trainer.get_train_dataloader()
+    trainer.model.train()
+    batch = batch_of(trainer)
+    trainer.pruner.set_epoch(0)
+    trainer.pruner.update(torch.arange(30), torch.arange(30.0))  # 0..14 below the mean 14.5
+    trainer.pruner.set_epoch(1)
+    weights = trainer.pruner.loss_weights(torch.arange(6))
+    assert set(weights.tolist()) <= {1.0, 2.0} and weights.max() == 2.0
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    per = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
+    torch.testing.assert_close(loss, (per * weights).sum() / 6, rtol=1e-5, atol=1e-6)
+
+
+def test_nonfinite_losses_do_not_corrupt_scores(tmp_path):
+    trainer = make(tmp_path, pruning=PruningArguments(method="emp", prune=0.5))
+    trainer.get_train_dataloader()
+    trainer.model.train()
+    batch = batch_of(trainer)
+    with torch.no_grad():
+        trainer.model.classifier.weight[0, 0] = float("nan")
+    trainer.compute_loss(trainer.model, dict(batch))
+    assert trainer.pruner.store.nonfinite_count == 6
+    assert not bool(trainer.pruner.store.seen.any())
+
+
+# --------------------------------------------------------------- schedule
+@pytest.mark.parametrize("ga", [1, 3])
+def test_each_epoch_runs_its_own_steps_and_the_lr_ends_at_zero(tmp_path, ga):
+    recorder = StepRecorder()
+    trainer = make(tmp_path, n=30, num_train_epochs=5, gradient_accumulation_steps=ga, callbacks=[recorder],
+                   warmup_steps=0.2, pruning=PruningArguments(method="emp", prune=0.7, anneal=0.2))
+    trainer.train()
+    # plan: [30, 9, 9, 9, 30] examples -> batches of 4: [8, 3, 3, 3, 8] -> ceil(/ga) optimizer steps
+    batches = [8, 3, 3, 3, 8]
+    expected = [math.ceil(b / ga) for b in batches]
+    assert trainer.pruner.plan() == [30, 9, 9, 9, 30]
+    assert recorder.steps_per_epoch == expected
+    assert trainer.state.global_step == trainer.state.max_steps == sum(expected)
+    assert not any(recorder.leftover_grads)  # no accumulation window leaks into the next epoch
+    assert trainer.lr_scheduler.get_last_lr()[0] == 0.0
+    warmup = math.ceil(0.2 * sum(expected))  # the ratio refers to the pruned total
+    assert max(recorder.lrs) == pytest.approx(1e-2) and recorder.lrs.index(max(recorder.lrs)) == warmup
+
+
+def test_infobatch_moves_the_horizon_to_the_real_counts(tmp_path):
+    recorder = StepRecorder()
+    trainer = make(tmp_path, n=40, num_train_epochs=4, callbacks=[recorder],
+                   pruning=PruningArguments(method="infobatch", prune=0.5, anneal=0.25))
+    trainer.train()
+    assert trainer.state.global_step == trainer.state.max_steps == sum(recorder.steps_per_epoch)
+    assert trainer.lr_scheduler.get_last_lr()[0] == 0.0
+    report = json.loads((tmp_path / REPORT_FILE).read_text())
+    assert report["plan_is_exact"] is False
+    assert report["forwarded_examples"] == sum(r["kept"] for r in report["per_epoch"])
+
+
+# ------------------------------------------------------------------- resume
+def final_state(trainer):
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("method", ["emp", "infobatch"])
+def test_resume_mid_epoch_equals_the_uninterrupted_run(tmp_path, method):
+    settings = dict(num_train_epochs=4, gradient_accumulation_steps=2, save_strategy="steps", save_steps=5)
+    pruning = PruningArguments(method=method, prune=0.5, anneal=0.25)
+    full = make(tmp_path / "a", pruning=pruning, **settings)
+    full.train()
+    # 30 / 15 / 15 / 30 examples -> 8/4/4/8 batches -> 4/2/2/4 steps; step 5 is mid-epoch 2
+    ckpt = tmp_path / "a" / "checkpoint-5"
+    assert (ckpt / STATE_FILE).is_file()
+    resumed = make(tmp_path / "b", pruning=pruning, **settings)
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    assert resumed.state.global_step == full.state.global_step
+    for name, value in final_state(full).items():
+        assert torch.equal(value, final_state(resumed)[name]), name
+    for field in ("loss", "entropy", "ema", "times_trained", "times_selected"):
+        assert torch.equal(getattr(full.pruner.store, field), getattr(resumed.pruner.store, field)), field
+    assert full.pruner.summary()["per_epoch"] == resumed.pruner.summary()["per_epoch"]
+
+
+def test_resume_from_a_plain_trainer_checkpoint_is_refused(tmp_path):
+    trainer = make(tmp_path, num_train_epochs=2, save_strategy="epoch",
+                   pruning=PruningArguments(method="emp", prune=0.5))
+    trainer.train()
+    (tmp_path / "checkpoint-8" / STATE_FILE).unlink()
+    again = make(tmp_path, num_train_epochs=3, save_strategy="epoch",
+                 pruning=PruningArguments(method="emp", prune=0.5))
+    with pytest.raises(ValueError, match="no pruning_state.pt"):
+        again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-8"))
+
+
+# ---------------------------------------------------------------- reporting
+def test_report_logs_and_model_card(tmp_path):
+    trainer = make(tmp_path, pruning=PruningArguments(method="emp", prune=0.5), eval_strategy="epoch",
+                   save_strategy="epoch")
+    trainer.train()
+    report = json.loads((tmp_path / REPORT_FILE).read_text())
+    assert report["method"] == "emp" and report["settings"]["prune"] == 0.5
+    assert report["forwarded_examples"] == 30 + 15 + 30  # anneal .125 of 3 epochs -> 1 full final epoch
+    assert report["saved_fraction"] == pytest.approx(1 - 75 / 90)
+    assert report["train_wall_time_s"] > 0 and sum(report["selection_count_histogram"]) == 30
+    logged = [h for h in trainer.state.log_history if "pruning/kept" in h]
+    assert [h["pruning/kept"] for h in logged] == [30, 15, 30]
+    assert any("pruning_saved_fraction" in h for h in trainer.state.log_history)
+    trainer.create_model_card(model_name="tiny")
+    card = (tmp_path / "README.md").read_text()
+    assert "## Data pruning" in card and "method `emp`" in card and "75 examples forwarded of 90" in card
+
+
+def test_bf16_is_accepted_and_scores_stay_float32(tmp_path):
+    trainer = make(tmp_path, bf16=True, num_train_epochs=2, pruning=PruningArguments(method="emp", prune=0.5))
+    trainer.train()
+    assert trainer.pruner.store.loss.dtype == torch.float32 and bool(trainer.pruner.store.seen.all())
+
+
+def test_regression_scores_squared_error(tmp_path):
+    trainer = PruningTrainer(model=tiny_bert(num_labels=1), args=tiny_args(tmp_path, num_train_epochs=2),
+                             train_dataset=tiny_dataset(12, regression=True),
+                             pruning_args=PruningArguments(method="emp", prune=0.5))
+    trainer.train()
+    assert bool(trainer.pruner.store.seen.all()) and float(trainer.pruner.store.entropy.abs().sum()) == 0.0
+
+
+# --------------------------------------------------------------- bad input
+def test_bad_input_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="known methods"):
+        PruningArguments(method="nope")
+    with pytest.raises(ValueError, match="`prune`"):
+        PruningArguments(prune=1.2)
+    with pytest.raises(ValueError, match="needs a label column"):
+        make(tmp_path, dataset=tiny_dataset(8).remove_columns(["label"]), pruning=PruningArguments())
+    with pytest.raises(ValueError, match="max_steps=5"):
+        make(tmp_path, max_steps=5)
+    with pytest.raises(ValueError, match="whole number"):
+        make(tmp_path, num_train_epochs=1.5)
+    with pytest.raises(ValueError, match="empty"):
+        make(tmp_path, dataset=tiny_dataset(8).select([]))
+    iterable = tiny_dataset(8).to_iterable_dataset()
+    with pytest.raises(ValueError, match="IterableDataset"):
+        make(tmp_path, dataset=iterable)
+    scores = tmp_path / "s.txt"
+    scores.write_text("1\n2\n")
+    with pytest.raises(ValueError, match="static_scores.*30 examples"):
+        make(tmp_path, pruning=PruningArguments(method="static", static_scores_file=str(scores))).train()
