@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 from transformers import Trainer, TrainingArguments
 
-from .core import DataPruner, PruningConfig, PruningSampler, classification_scores, gather_updates, regression_scores
+from .core import POLICIES, DataPruner, PruningConfig, PruningSampler, classification_scores, gather_updates, regression_scores
 from .core.report import save_json
 
 logger = logging.getLogger(__name__)
@@ -160,11 +160,11 @@ class PruningTrainer(Trainer):
         if INDEX_KEY in (getattr(dataset, "column_names", None) or []):
             raise ValueError(f"`train_dataset` already has a column named {INDEX_KEY!r}, which PruningTrainer uses.")
         label_key, _ = _dataset_labels(dataset)
-        needs_labels = self.pruning_args.method != "full" and self.pruning_args.prune > 0
-        if needs_labels and label_key is None and compute_loss_func is None:
+        if POLICIES[self.pruning_args.method].uses_scores and label_key is None:
             raise ValueError(
                 f"Method {self.pruning_args.method!r} scores each example by its loss, so `train_dataset` needs "
-                f"a label column (one of {', '.join(LABEL_KEYS)}). Add labels or use method='full'."
+                f"a label column (one of {', '.join(LABEL_KEYS)}). Add labels, or use a method that reads no "
+                f"scores ({', '.join(sorted(k for k, v in POLICIES.items() if not v.uses_scores))})."
             )
 
     # --------------------------------------------------------- dataloader
@@ -278,7 +278,7 @@ class PruningTrainer(Trainer):
         if not self.pruner.exact_plan:
             self._retarget_horizon(epoch, num_update_steps_per_epoch)
         record = self.pruner.report.epochs[epoch]
-        self.log(
+        self._log_pruning(
             {
                 "pruning/kept": record.kept,
                 "pruning/forwarded_so_far": self.pruner.report.forwarded_total,
@@ -289,6 +289,11 @@ class PruningTrainer(Trainer):
         return super()._run_epoch(
             model, epoch, train_dataloader, steps_in_epoch, num_update_steps_per_epoch, *args, **kwargs
         )
+
+    def _log_pruning(self, logs: dict[str, Any]) -> None:
+        """Through the Trainer's own `log` (so `report_to` integrations get it), unless logging is off."""
+        if self.args.logging_strategy != "no":
+            self.log(logs)
 
     def _saved_fraction(self) -> float:
         assert self.pruner is not None
@@ -326,6 +331,10 @@ class PruningTrainer(Trainer):
         labels = next((inputs[k] for k in LABEL_KEYS if k in inputs), None)
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         logits = outputs.get("logits") if isinstance(outputs, Mapping) else outputs[1]
+        if (labels is None or logits is None) and not self.pruner.policy.uses_scores:
+            (all_idx,) = gather_updates(indices)
+            self.pruner.count_forwarded(all_idx.numel())
+            return (loss, outputs) if return_outputs else loss
         if labels is None or logits is None:
             raise ValueError(
                 "PruningTrainer scores examples from the model's `logits` and the batch's `labels`; this batch "
@@ -374,7 +383,7 @@ class PruningTrainer(Trainer):
             "pruning_saved_fraction": report["saved_fraction"],
         }
         output.metrics.update(facts)
-        self.log(facts)
+        self._log_pruning(facts)
         return output
 
     def pruning_report(self, **extra: Any) -> dict[str, Any]:

@@ -237,6 +237,22 @@ def test_regression_scores_squared_error(tmp_path):
     assert bool(trainer.pruner.store.seen.all()) and float(trainer.pruner.store.entropy.abs().sum()) == 0.0
 
 
+def test_methods_that_read_no_scores_train_without_labels(tmp_path):
+    class SelfSupervised(torch.nn.Module):  # returns its own loss, takes no labels
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(40, 4)
+
+        def forward(self, input_ids=None, attention_mask=None):
+            return {"loss": self.emb(input_ids).pow(2).mean()}
+
+    data = tiny_dataset(12).remove_columns(["label"])
+    trainer = PruningTrainer(model=SelfSupervised(), args=tiny_args(tmp_path, num_train_epochs=2),
+                             train_dataset=data, pruning_args=PruningArguments(method="random", prune=0.5))
+    trainer.train()
+    assert trainer.pruner.report.forwarded_total == 12 + 6
+
+
 # --------------------------------------------------------------- bad input
 def test_bad_input_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="known methods"):
@@ -258,3 +274,30 @@ def test_bad_input_is_refused_before_training(tmp_path):
     scores.write_text("1\n2\n")
     with pytest.raises(ValueError, match="static_scores.*30 examples"):
         make(tmp_path, pruning=PruningArguments(method="static", static_scores_file=str(scores))).train()
+
+
+def test_push_to_hub_uploads_report_and_card(tmp_path, monkeypatch):
+    import transformers.trainer as hf_trainer
+
+    uploaded = {}
+
+    class FakeHub:  # stands in for huggingface_hub.HfApi: no network on the test machines
+        def create_repo(self, name, **kw):
+            return type("Repo", (), {"repo_id": f"user/{name}"})()
+
+        def upload_folder(self, repo_id, folder_path, ignore_patterns=(), **kw):
+            import fnmatch
+            import os
+
+            uploaded["repo"] = repo_id
+            uploaded["files"] = {f: open(os.path.join(folder_path, f), encoding="utf-8", errors="ignore").read()
+                                 for f in os.listdir(folder_path)
+                                 if not any(fnmatch.fnmatch(f, p) for p in ignore_patterns)}
+
+    monkeypatch.setattr(hf_trainer, "hf_api", lambda: FakeHub())
+    trainer = make(tmp_path / "pruned-run", pruning=PruningArguments(method="emp", prune=0.5))
+    trainer.train()
+    trainer.push_to_hub()
+    assert uploaded["repo"] == "user/pruned-run"
+    assert json.loads(uploaded["files"][REPORT_FILE])["method"] == "emp"
+    assert "## Data pruning" in uploaded["files"]["README.md"]

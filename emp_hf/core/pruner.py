@@ -167,7 +167,12 @@ class DataPruner:
         """Record the training forward pass of a batch (already gathered across ranks)."""
         self._ensure_epoch()
         self.store.update(indices, losses, entropies, epoch=self.epoch or 0)
-        self.report.add_forwarded(self.epoch or 0, torch.as_tensor(indices).numel())
+        self.count_forwarded(torch.as_tensor(indices).numel())
+
+    def count_forwarded(self, count: int) -> None:
+        """Count examples forwarded without scores (methods that never read them, unlabelled data)."""
+        self._ensure_epoch()
+        self.report.add_forwarded(self.epoch or 0, count)
 
     def loss_weights(self, indices: Tensor) -> Tensor:
         """Per-example loss weights for a batch (1 except for infobatch's kept well-learned examples)."""

@@ -1,0 +1,126 @@
+"""PruningTrainer against the plain Trainer, measured side by side in one process.
+
+    OMP_NUM_THREADS=1 python benchmarks/trainer_bench.py overhead
+    OMP_NUM_THREADS=1 python benchmarks/trainer_bench.py saving
+
+overhead: median optimizer-step time of PruningTrainer(method="full") over the
+  plain Trainer on the same model, data and settings; runs alternate A, B, A, B
+  so drift on a shared machine hits both. Target <= 1.02.
+saving: wall-clock training time at prune 0.3/0.5/0.7 (EMP, its default
+  annealing) against the full-data run. ideal saving = 1 - forwarded/full;
+  achieved saving = 1 - time/full_time; efficiency = achieved / ideal. Target >= 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+from datasets import Dataset
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+from transformers.utils import logging as hf_logging
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.times: list[float] = []
+        self._t0 = 0.0
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        self.times.append(time.perf_counter() - self._t0)
+
+
+def model(layers: int, hidden: int) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(
+        vocab_size=1000, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+        intermediate_size=4 * hidden, max_position_embeddings=128, num_labels=2))
+
+
+def data(n: int, length: int) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 1000, (n, length), generator=g)
+    return Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * length] * n,
+                              "label": (ids[:, 0] % 2).tolist()})
+
+
+def run(kind: str, ds: Dataset, epochs: int, layers: int, hidden: int, pruning=None) -> tuple[float, StepTimer, int]:
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(out, per_device_train_batch_size=32, num_train_epochs=epochs, learning_rate=1e-4,
+                                 save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
+                                 logging_strategy="no", seed=0)
+        common = dict(model=model(layers, hidden), args=args, train_dataset=ds, callbacks=[timer])
+        trainer = Trainer(**common) if kind == "plain" else PruningTrainer(**common, pruning_args=pruning)
+        t0 = time.perf_counter()
+        trainer.train()
+        wall = time.perf_counter() - t0
+        forwarded = trainer.pruner.report.forwarded_total if kind != "plain" else len(ds) * epochs
+    return wall, timer, forwarded
+
+
+def overhead(args) -> None:
+    ds = data(args.n, args.length)
+    steps = {"plain": [], "pruning": []}
+    run("plain", ds, 1, args.layers, args.hidden)  # warm-up, discarded
+    for _ in range(args.repeats):
+        for kind in ("plain", "pruning"):
+            _, timer, _ = run(kind, ds, args.epochs, args.layers, args.hidden, PruningArguments(method="full"))
+            steps[kind].extend(timer.times[2:])  # drop warm-up steps
+    med = {k: statistics.median(v) for k, v in steps.items()}
+    print(f"median step s: plain {med['plain']:.4f}  pruning(full) {med['pruning']:.4f}  "
+          f"ratio {med['pruning'] / med['plain']:.3f}  ({len(steps['plain'])} steps each)")
+
+
+def saving(args) -> None:
+    ds = data(args.n, args.length)
+    print(f"{'prune':>6} {'wall s':>8} {'fwd':>7} {'ideal saving':>13} {'achieved':>9} {'efficiency':>11}")
+    results = {}
+    run("plain", ds, 1, args.layers, args.hidden)  # warm-up, discarded
+    for _ in range(args.repeats):
+        for prune in (0.0, 0.3, 0.5, 0.7):
+            method = "full" if prune == 0.0 else "emp"
+            wall, _, fwd = run("pruning", ds, args.epochs, args.layers, args.hidden,
+                               PruningArguments(method=method, prune=prune))
+            results.setdefault(prune, []).append((wall, fwd))
+    full_wall = statistics.median(w for w, _ in results[0.0])
+    full_fwd = results[0.0][0][1]
+    for prune, rows in results.items():
+        wall = statistics.median(w for w, _ in rows)
+        ideal = 1 - rows[0][1] / full_fwd
+        achieved = 1 - wall / full_wall
+        eff = f"{achieved / ideal:.3f}" if ideal > 0 else "-"
+        print(f"{prune:>6} {wall:>8.2f} {rows[0][1]:>7} {ideal:>13.3f} {achieved:>9.3f} {eff:>11}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["overhead", "saving"])
+    parser.add_argument("--n", type=int, default=512)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    hf_logging.set_verbosity_error()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {platform.machine()}; "
+          f"BERT {args.layers}x{args.hidden}, N={args.n}, len {args.length}, batch 32, {args.epochs} epochs, "
+          f"{args.repeats} repeats")
+    overhead(args) if args.mode == "overhead" else saving(args)
+
+
+if __name__ == "__main__":
+    main()

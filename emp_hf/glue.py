@@ -1,0 +1,189 @@
+"""GLUE tasks for the runner: columns, labels, local or Hub data, and metrics computed locally.
+
+Metrics use scikit-learn and scipy (evaluate's GLUE metric needs the Hub).
+Local data: `<data_dir>/<task>/<split>.jsonl` (Hugging Face column names) or
+the original GLUE TSV folders (`<data_dir>/CoLA/train.tsv`, `dev.tsv`, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    name: str
+    keys: tuple[str, str | None]
+    num_labels: int  # 1 = regression
+    eval_splits: tuple[str, ...]
+    tsv_dir: str
+    tsv_eval_files: tuple[str, ...]
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_labels == 1
+
+
+TASKS: dict[str, GlueTask] = {
+    t.name: t
+    for t in (
+        GlueTask("cola", ("sentence", None), 2, ("validation",), "CoLA", ("dev.tsv",)),
+        GlueTask("sst2", ("sentence", None), 2, ("validation",), "SST-2", ("dev.tsv",)),
+        GlueTask("mrpc", ("sentence1", "sentence2"), 2, ("validation",), "MRPC", ("dev.tsv",)),
+        GlueTask("qqp", ("question1", "question2"), 2, ("validation",), "QQP", ("dev.tsv",)),
+        GlueTask("stsb", ("sentence1", "sentence2"), 1, ("validation",), "STS-B", ("dev.tsv",)),
+        GlueTask("mnli", ("premise", "hypothesis"), 3, ("validation_matched", "validation_mismatched"), "MNLI",
+                 ("dev_matched.tsv", "dev_mismatched.tsv")),
+        GlueTask("qnli", ("question", "sentence"), 2, ("validation",), "QNLI", ("dev.tsv",)),
+        GlueTask("rte", ("sentence1", "sentence2"), 2, ("validation",), "RTE", ("dev.tsv",)),
+        GlueTask("wnli", ("sentence1", "sentence2"), 2, ("validation",), "WNLI", ("dev.tsv",)),
+    )
+}
+
+# The Hub's label ids for the tasks whose TSV files hold label names.
+_NAMED_LABELS = {
+    "mnli": {"entailment": 0, "neutral": 1, "contradiction": 2},
+    "qnli": {"entailment": 0, "not_entailment": 1},
+    "rte": {"entailment": 0, "not_entailment": 1},
+}
+
+
+def get_task(name: str) -> GlueTask:
+    if name not in TASKS:
+        raise ValueError(f"Unknown GLUE `task` {name!r}; known tasks: {', '.join(TASKS)}.")
+    return TASKS[name]
+
+
+# ------------------------------------------------------------------ data
+def _read_tsv(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def _tsv_rows(task: GlueTask, path: Path) -> list[dict[str, Any]]:
+    """Rows of an original GLUE TSV file, with the Hub's column names and label ids."""
+    rows = _read_tsv(path)
+    a, b = task.keys
+    if task.name == "cola":  # no header: source, label, original label, sentence
+        return [{a: r[3], "label": int(r[1])} for r in rows if len(r) >= 4]
+    header, body = rows[0], rows[1:]
+    col = {name: i for i, name in enumerate(header)}
+    source = {
+        "sst2": ("sentence", None, "label"),
+        "mrpc": ("#1 String", "#2 String", "Quality"),
+        "qqp": ("question1", "question2", "is_duplicate"),
+        "stsb": ("sentence1", "sentence2", "score"),
+        "mnli": ("sentence1", "sentence2", "gold_label"),
+        "qnli": ("question", "sentence", "label"),
+        "rte": ("sentence1", "sentence2", "label"),
+        "wnli": ("sentence1", "sentence2", "label"),
+    }[task.name]
+    missing = [c for c in source if c is not None and c not in col]
+    if missing:
+        raise ValueError(f"{path}: expected columns {[c for c in source if c]} in the header, missing {missing}.")
+    out = []
+    for r in body:
+        raw = r[col[source[2]]]
+        if task.is_regression:
+            label: Any = float(raw)
+        elif task.name in _NAMED_LABELS:
+            label = _NAMED_LABELS[task.name][raw]
+        else:
+            label = int(raw)
+        row = {a: r[col[source[0]]], "label": label}
+        if b is not None:
+            row[b] = r[col[source[1]]]
+        out.append(row)
+    return out
+
+
+def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def local_split_files(task: GlueTask, data_dir: str | Path) -> dict[str, Path]:
+    """The files for train and each evaluation split, from either local layout."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise ValueError(f"`data_dir` {str(root)!r} is not a folder.")
+    for folder in (root / task.name, root):
+        if (folder / "train.jsonl").is_file() or any(folder.glob("*.jsonl")):
+            files = {s: folder / f"{s}.jsonl" for s in ("train", *task.eval_splits)}
+            break
+    else:
+        folder = root / task.tsv_dir if (root / task.tsv_dir).is_dir() else root
+        files = {"train": folder / "train.tsv"}
+        files.update({s: folder / f for s, f in zip(task.eval_splits, task.tsv_eval_files)})
+    absent = [f"{split}: {path}" for split, path in files.items() if not path.is_file()]
+    if absent:
+        raise ValueError(
+            f"`data_dir` lacks files for task {task.name!r}: " + "; ".join(absent)
+            + f". Expected {root}/{task.name}/<split>.jsonl or the GLUE TSV folder {root}/{task.tsv_dir}/."
+        )
+    return files
+
+
+def load_local(task: GlueTask, data_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    splits = {}
+    for split, path in local_split_files(task, data_dir).items():
+        rows = _jsonl_rows(path) if path.suffix == ".jsonl" else _tsv_rows(task, path)
+        validate_rows(task, rows, str(path))
+        splits[split] = rows
+    return splits
+
+
+def validate_rows(task: GlueTask, rows: list[dict[str, Any]], where: str) -> None:
+    """Refuse a file with missing columns or out-of-range labels before any training."""
+    if not rows:
+        raise ValueError(f"{where}: no rows.")
+    expected = [k for k in task.keys if k is not None] + ["label"]
+    for i, row in enumerate(rows):
+        missing = [k for k in expected if k not in row]
+        if missing:
+            raise ValueError(f"{where}: row {i} lacks column(s) {missing}; task {task.name!r} expects {expected}.")
+        label = row["label"]
+        if task.is_regression:
+            ok = isinstance(label, (int, float)) and math.isfinite(label)
+            allowed = "a finite number"
+        else:
+            ok = isinstance(label, int) and not isinstance(label, bool) and 0 <= label < task.num_labels
+            allowed = f"an integer in [0, {task.num_labels})"
+        if not ok:
+            raise ValueError(f"{where}: row {i} has label {label!r}; task {task.name!r} needs {allowed}.")
+
+
+# --------------------------------------------------------------- metrics
+def compute_glue_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The GLUE metrics of `task`; `combined_score` is their mean where there are several."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    predictions = np.asarray(predictions)
+    if task.is_regression:
+        preds = predictions.reshape(-1).astype(np.float64)
+        out = {"pearson": float(pearsonr(preds, labels)[0]), "spearmanr": float(spearmanr(preds, labels)[0])}
+    else:
+        preds = predictions.argmax(-1) if predictions.ndim > 1 else predictions
+        if task.name == "cola":
+            out = {"matthews_correlation": float(matthews_corrcoef(labels, preds))}
+        elif task.name in ("mrpc", "qqp"):
+            out = {"accuracy": float(accuracy_score(labels, preds)), "f1": float(f1_score(labels, preds))}
+        else:
+            out = {"accuracy": float(accuracy_score(labels, preds))}
+    if len(out) > 1:
+        out["combined_score"] = float(np.mean(list(out.values())))
+    return out
+
+
+def main_metric(task: GlueTask) -> str:
+    if task.is_regression or task.name in ("mrpc", "qqp"):
+        return "combined_score"
+    return "matthews_correlation" if task.name == "cola" else "accuracy"

@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""Fine-tune on a GLUE task with dynamic data pruning (EMP paper, Table 3).
+
+    accelerate launch scripts/glue.py --task mnli --prune 0.7 --output_dir out/mnli-emp-0.7
+    python scripts/glue.py --task rte --method infobatch --prune 0.5 --data_dir ../shared/glue \
+        --model_name_or_path /path/to/local/model --output_dir out/rte
+
+Every `TrainingArguments` flag works; the defaults that differ from the
+Trainer's are the paper's (B.4): 10 epochs, lr 2e-5, batch 32, AdamW, linear
+schedule, evaluation and checkpoint each epoch. Runs the same under `python`,
+`accelerate launch` (one or many processes) and `torchrun`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import transformers
+from datasets import Dataset, DatasetDict, Value
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
+from emp_hf.glue import TASKS, compute_glue_metrics, get_task, load_local, main_metric  # noqa: E402
+from emp_hf.trainer import release_distributed  # noqa: E402
+
+logger = logging.getLogger("glue")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default="bert-base-uncased", metadata={"help": "Hub model id or local folder (with its tokenizer)."}
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
+
+
+@dataclass
+class DataArguments:
+    task: str = field(metadata={"help": f"GLUE task: {', '.join(TASKS)}."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Read local files instead of the Hub: <data_dir>/<task>/<split>.jsonl or GLUE TSV folders."},
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each eval split."})
+
+    def __post_init__(self) -> None:
+        get_task(self.task)
+        for name in ("max_seq_length", "max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {value}.")
+
+
+@dataclass
+class GlueTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the EMP paper's GLUE settings (B.4) as defaults."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Where the model, results and report go."})
+    num_train_epochs: float = field(default=10.0, metadata={"help": "Training epochs (paper: 10)."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (paper: 2e-5)."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device (paper: 32)."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size per device."})
+    lr_scheduler_type: SchedulerType | str = field(default="linear", metadata={"help": "LR schedule (paper: linear)."})
+    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "Evaluate every epoch."})
+    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "Checkpoint every epoch."})
+    save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept."})
+    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "Log every epoch."})
+
+
+def load_raw(task, data_args: DataArguments) -> DatasetDict:
+    if data_args.data_dir is not None:
+        splits = load_local(task, data_args.data_dir)
+        return DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()})
+    from datasets import load_dataset
+
+    return load_dataset("nyu-mll/glue", task.name)
+
+
+def main() -> None:
+    parser = HfArgumentParser((ModelArguments, DataArguments, GlueTrainingArguments, PruningArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, training_args, pruning_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, training_args, pruning_args = parser.parse_args_into_dataclasses()
+    if training_args.output_dir is None:
+        training_args.output_dir = os.path.join(
+            "output", f"{data_args.task}-{pruning_args.method}-{pruning_args.prune}-seed{training_args.seed}"
+        )
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO
+                        if training_args.should_log else logging.WARNING)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+    task = get_task(data_args.task)
+
+    raw = load_raw(task, data_args)
+    for split in ("train", *task.eval_splits):
+        if split not in raw:
+            raise ValueError(f"The data for task {task.name!r} has no {split!r} split (found {list(raw)}).")
+    if data_args.max_train_samples is not None:
+        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+    if data_args.max_eval_samples is not None:
+        for split in task.eval_splits:
+            raw[split] = raw[split].select(range(min(data_args.max_eval_samples, len(raw[split]))))
+
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path, num_labels=task.num_labels,
+                                        finetuning_task=task.name)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path, config=config)
+
+    first, second = task.keys
+
+    def tokenize(batch):
+        texts = (batch[first],) if second is None else (batch[first], batch[second])
+        return tokenizer(*texts, truncation=True, max_length=data_args.max_seq_length)
+
+    with training_args.main_process_first(desc="tokenising"):
+        data = raw.map(tokenize, batched=True, desc="Tokenising")
+    if task.is_regression:
+        data = data.cast_column("label", Value("float32"))
+
+    def compute_metrics(p):
+        return compute_glue_metrics(task, p.predictions, p.label_ids)
+
+    trainer = PruningTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=data[task.eval_splits[0]],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        pruning_args=pruning_args,
+    )
+    start = time.time()
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    wall = time.time() - start
+    trainer.save_model()
+    metrics = dict(train_result.metrics)
+    metrics["train_samples"] = len(data["train"])
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    eval_metrics: dict[str, float] = {}
+    for split in task.eval_splits:
+        result = trainer.evaluate(eval_dataset=data[split])
+        suffix = "" if split == task.eval_splits[0] else "_mm"
+        result = {f"{k}{suffix}": v for k, v in result.items()}
+        result[f"eval_samples{suffix}"] = len(data[split])
+        eval_metrics.update(result)
+    trainer.log_metrics("eval", eval_metrics)
+    trainer.save_metrics("eval", eval_metrics)
+
+    kwargs = {"finetuned_from": model_args.model_name_or_path, "tasks": "text-classification",
+              "language": "en", "dataset_tags": "glue", "dataset_args": task.name,
+              "dataset": f"GLUE {task.name.upper()}"}
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**kwargs)
+    elif trainer.is_world_process_zero():
+        trainer.create_model_card(**kwargs)
+
+    if trainer.is_world_process_zero():
+        report = trainer.pruning_report()
+        key = f"eval_{main_metric(task)}"
+        print(
+            f"[emp-hf] task={task.name} method={pruning_args.method} prune={pruning_args.prune} "
+            f"{key}={eval_metrics.get(key, float('nan')):.4f} forwarded={report['forwarded_examples']:,}/"
+            f"{report['full_data_examples']:,} saved={report['saved_fraction']:.3f} wall={wall:.1f}s "
+            f"world_size={training_args.world_size}"
+        )
+    release_distributed(trainer)
+
+
+if __name__ == "__main__":
+    main()

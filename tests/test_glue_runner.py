@@ -1,0 +1,123 @@
+"""scripts/glue.py end to end on CPU with a tiny BERT built here."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from glue_fixtures import SHARED_GLUE, shared_texts, write_tiny_model
+
+from emp_hf.glue import TASKS, load_local
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "glue.py"
+COMMON = ["--max_eval_samples", "16", "--num_train_epochs", "3", "--per_device_train_batch_size", "8",
+          "--use_cpu", "--prune", "0.5", "--save_strategy", "epoch"]
+
+
+def run_glue(argv: list[str], monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *argv])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+def check_outputs(out: Path, metric: str, method: str = "emp") -> dict:
+    for name in ("config.json", "model.safetensors", "eval_results.json", "all_results.json", "README.md",
+                 "pruning_report.json"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["method"] == method
+    assert report["forwarded_examples"] == sum(report["planned_examples_per_epoch"])  # plan is exact for emp
+    assert [r["forwarded"] for r in report["per_epoch"]] == report["planned_examples_per_epoch"]
+    results = json.loads((out / "eval_results.json").read_text())
+    assert metric in results
+    assert "## Data pruning" in (out / "README.md").read_text()
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    assert checkpoints and (checkpoints[-1] / "pruning_state.pt").is_file()
+    return report
+
+
+@pytest.mark.skipif(not SHARED_GLUE.is_dir(), reason="../shared/glue is absent (it sits beside the repo in CI)")
+@pytest.mark.parametrize(
+    "task,metric",
+    [("rte", "eval_accuracy"), ("cola", "eval_matthews_correlation"), ("stsb", "eval_combined_score")],
+)
+def test_shared_glue_task(tmp_path, monkeypatch, task, metric):
+    spec = TASKS[task]
+    model = write_tiny_model(tmp_path / "model", shared_texts(task, spec.keys), num_labels=spec.num_labels)
+    out = tmp_path / "out"
+    run_glue(["--task", task, "--data_dir", str(SHARED_GLUE), "--model_name_or_path", str(model),
+              "--max_train_samples", "30", "--output_dir", str(out), *COMMON], monkeypatch)
+    report = check_outputs(out, metric)
+    assert report["num_examples"] == 30 and report["planned_examples_per_epoch"] == [30, 15, 30]
+
+
+def write_tsv_task(root: Path) -> list[str]:
+    """MRPC in the original GLUE TSV layout, written here so the path is always covered."""
+    folder = root / "MRPC"
+    folder.mkdir(parents=True)
+    header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    words = ["the cat sat", "a dog ran", "the bird sang", "my fish swam", "our cow slept", "a fox hid"]
+    texts = []
+    for split, n in (("train", 32), ("dev", 12)):
+        lines = [header]
+        for i in range(n):
+            a, b = words[i % 6], words[(i * 5) % 6]
+            lines.append(f"{int(a == b)}\t{i}\t{i + 100}\t{a} {i}\t{b}\n")
+            texts += [a, b]
+        (folder / f"{split}.tsv").write_text("".join(lines))
+    return texts
+
+
+def test_glue_tsv_layout_written_by_the_test(tmp_path, monkeypatch):
+    data = tmp_path / "glue_data"
+    model = write_tiny_model(tmp_path / "model", write_tsv_task(data))
+    splits = load_local(TASKS["mrpc"], data)
+    assert len(splits["train"]) == 32 and set(splits["train"][0]) == {"sentence1", "sentence2", "label"}
+    out = tmp_path / "out"
+    run_glue(["--task", "mrpc", "--data_dir", str(data), "--model_name_or_path", str(model),
+              "--output_dir", str(out), "--method", "infobatch", *COMMON], monkeypatch)
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["forwarded_examples"] == sum(r["kept"] for r in report["per_epoch"])
+    results = json.loads((out / "eval_results.json").read_text())
+    assert {"eval_accuracy", "eval_f1", "eval_combined_score"} <= set(results)
+
+
+@pytest.mark.slow
+def test_glue_under_two_processes(tmp_path):
+    data = tmp_path / "glue_data"
+    model = write_tiny_model(tmp_path / "model", write_tsv_task(data))
+    out = tmp_path / "out"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+           str(SCRIPT), "--task", "mrpc", "--data_dir", str(data), "--model_name_or_path", str(model),
+           "--output_dir", str(out), *COMMON, "--per_device_train_batch_size", "4"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["world_size"] == 2
+    # 32 and 16 examples fill whole global batches of 2 x 4: no padding, so forwarded equals the plan
+    assert report["forwarded_examples"] == sum(report["planned_examples_per_epoch"]) == 32 + 16 + 32
+    assert "world_size=2" in proc.stdout
+
+
+def test_bad_input_is_refused_before_training(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="Unknown GLUE `task` 'mnlii'; known tasks: cola"):
+        run_glue(["--task", "mnlii"], monkeypatch)
+    data = tmp_path / "d"
+    (data / "rte").mkdir(parents=True)
+    (data / "rte" / "train.jsonl").write_text('{"sentence1": "a", "sentence2": "b", "label": 0}\n')
+    with pytest.raises(ValueError, match=r"lacks files for task 'rte': validation: .*validation.jsonl"):
+        load_local(TASKS["rte"], data)
+    (data / "rte" / "validation.jsonl").write_text('{"sentence1": "a", "label": 0}\n')
+    with pytest.raises(ValueError, match=r"validation.jsonl: row 0 lacks column\(s\) \['sentence2'\]"):
+        load_local(TASKS["rte"], data)
+    (data / "rte" / "validation.jsonl").write_text('{"sentence1": "a", "sentence2": "b", "label": 2}\n')
+    with pytest.raises(ValueError, match=r"row 0 has label 2; task 'rte' needs an integer in \[0, 2\)"):
+        load_local(TASKS["rte"], data)
+    with pytest.raises(ValueError, match="is not a folder"):
+        load_local(TASKS["rte"], tmp_path / "nowhere")
