@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Run a grid of GLUE runs (tasks x methods x prune ratios x seeds) into glue_runs/<name>/, resumably.
+
+    python scripts/glue_sweep.py --name minilm-cpu --tasks rte mrpc stsb cola \
+        --methods full random infobatch emp --prunes 0.7 --seeds 1 2 3 \
+        -- --data_dir ../shared/glue --model_name_or_path /path/to/model --num_train_epochs 4
+
+Everything after `--` goes to scripts/glue.py unchanged. A run whose folder
+already holds `eval_results.json` and `pruning_report.json` is skipped, so an
+interrupted sweep continues where it stopped. Model weights and checkpoints
+are deleted after each run (`--keep_models` keeps them); the JSON results stay.
+`--launcher "accelerate launch --num_processes 4"` runs each job under a launcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = ROOT / "scripts" / "glue.py"
+KEEP = {"eval_results.json", "all_results.json", "train_results.json", "pruning_report.json", "run.json",
+        "trainer_state.json", "run.log"}
+
+
+def run_dir(base: Path, task: str, method: str, prune: float, seed: int) -> Path:
+    label = "full" if method == "full" else f"{method}-{prune}"
+    return base / task / label / f"seed{seed}"
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / "eval_results.json").is_file() and (folder / "pruning_report.json").is_file()
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, help="Sweep name: results go to <runs_dir>/<name>/.")
+    parser.add_argument("--runs_dir", default=str(ROOT / "glue_runs"))
+    parser.add_argument("--tasks", nargs="+", required=True)
+    parser.add_argument("--methods", nargs="+", default=["full", "random", "infobatch", "emp"])
+    parser.add_argument("--prunes", nargs="+", type=float, default=[0.7])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--launcher", default="", help="Command prefix, e.g. 'accelerate launch'.")
+    parser.add_argument("--keep_models", action="store_true")
+    parser.add_argument("--machine", default=f"{platform.machine()} {platform.node()}",
+                        help="Free text recorded with the results (what the runs ran on).")
+    args = parser.parse_args(own)
+    from emp_hf.core import POLICIES
+    from emp_hf.glue import get_task
+
+    for task in args.tasks:
+        get_task(task)
+    unknown = [m for m in args.methods if m not in POLICIES]
+    if unknown:
+        parser.error(f"unknown --methods {unknown}; known: {', '.join(sorted(POLICIES))}")
+
+    base = Path(args.runs_dir) / args.name
+    base.mkdir(parents=True, exist_ok=True)
+    meta = base / "sweep.json"
+    record = json.loads(meta.read_text()) if meta.is_file() else {"invocations": []}
+    record["invocations"].append({
+        "command": "python scripts/glue_sweep.py " + " ".join(shlex.quote(a) for a in argv),
+        "machine": args.machine,
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    })
+    meta.write_text(json.dumps(record, indent=2) + "\n")
+
+    jobs = [(t, m, p, s) for t in args.tasks for m in args.methods
+            for p in ([0.0] if m == "full" else args.prunes) for s in args.seeds]
+    for n, (task, method, prune, seed) in enumerate(jobs, 1):
+        folder = run_dir(base, task, method, prune, seed)
+        if is_complete(folder):
+            print(f"[{n}/{len(jobs)}] skip (complete) {folder.relative_to(base)}", flush=True)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [*shlex.split(args.launcher), *([] if args.launcher else [sys.executable]), str(GLUE),
+               "--task", task, "--method", method, "--prune", str(prune), "--seed", str(seed),
+               "--output_dir", str(folder), *passthrough]
+        (folder / "run.json").write_text(json.dumps({"command": cmd, "task": task, "method": method,
+                                                     "prune": prune, "seed": seed}, indent=2) + "\n")
+        print(f"[{n}/{len(jobs)}] run {folder.relative_to(base)}", flush=True)
+        t0 = time.time()
+        with (folder / "run.log").open("w") as log:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if proc.returncode != 0:
+            print(f"    failed (exit {proc.returncode}); see {folder / 'run.log'}", flush=True)
+            continue
+        summary = [line for line in (folder / "run.log").read_text().splitlines() if line.startswith("[emp-hf]")]
+        print(f"    {summary[-1] if summary else 'done'} ({time.time() - t0:.0f}s)", flush=True)
+        if not args.keep_models:
+            for item in folder.iterdir():
+                if item.name not in KEEP:
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
+if __name__ == "__main__":
+    main()
