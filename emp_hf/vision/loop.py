@@ -1,0 +1,273 @@
+"""The vision front end: an Accelerate training loop on the pruning core, readable top to bottom.
+
+Data lives on the device as uint8 tensors; each step gathers its batch by
+index and augments it with tensor ops. The core's sampler gives every rank its
+share of the same global order (`num_replicas`/`rank` mode, padded so all ranks
+step together). Per-example loss and entropy are kept on the device during the
+epoch and applied to the score store once at its end, gathered from all ranks:
+one host sync per epoch, and the selection (made at the next epoch's start)
+sees exactly the same scores. Padding repeats within an epoch count once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from ..core import DataPruner, PruningConfig, PruningSampler, classification_scores, gather_updates, save_json
+from ..core.policies import seeded_generator
+from .augment import normalise, random_crop_flip
+from .data import AUGMENTATION, DATASETS, apply_variants, load_image_data
+from .models import MODELS, build_model
+from .optim import OPTIMIZERS, SCHEDULES, StepPlan, build_optimizer, build_schedule
+
+_AUGMENT_STREAM = 0xA06
+
+
+@dataclass
+class VisionArguments:
+    dataset: str = field(default="cifar10", metadata={"help": f"One of {', '.join(DATASETS)}."})
+    model: str = field(default="resnet18", metadata={"help": f"One of {', '.join(MODELS)}."})
+    width: int = field(default=64, metadata={"help": "Channels of the first stage (64 in the papers)."})
+    epochs: int = field(default=200, metadata={"help": "Training epochs."})
+    batch_size: int = field(default=128, metadata={"help": "Batch size per process."})
+    lr: float | None = field(default=None, metadata={"help": "Peak LR; default 0.1 (sgd), 5.2 (lars), 1e-3 (adam)."})
+    optimizer: str = field(default="sgd", metadata={"help": f"One of {', '.join(OPTIMIZERS)}."})
+    schedule: str | None = field(
+        default=None, metadata={"help": f"One of {', '.join(SCHEDULES)}; default step (sgd), onecycle (lars)."})
+    momentum: float = field(default=0.9, metadata={"help": "Momentum (Nesterov for sgd)."})
+    weight_decay: float = field(default=5e-4, metadata={"help": "Weight decay."})
+    seed: int = field(default=0, metadata={"help": "Seed of model init, variants, augmentation and pruning."})
+    output_dir: str = field(default="output/vision", metadata={"help": "Where metrics, report and checkpoints go."})
+    data_dir: str | None = field(default=None, metadata={"help": "Local data folder (CIFAR pickles, IDX files)."})
+    imbalance: bool = field(default=False, metadata={"help": "Class-imbalanced CIFAR-10 keep rates (METHODS.md)."})
+    per_class: int | None = field(default=None, metadata={"help": "Keep at most N training images per class."})
+    label_noise: float = field(default=0.0, metadata={"help": "Fraction of training labels replaced at random."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Random subset of the training set."})
+    augment: bool = field(default=True, metadata={"help": "Pad-4 random crop and horizontal flip."})
+    eval_batch_size: int = field(default=512, metadata={"help": "Evaluation batch size per process."})
+    save_every: int = field(default=0, metadata={"help": "Checkpoint every N epochs (0: only at the end)."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest'."})
+    cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if a GPU is present."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"Unknown `dataset` {self.dataset!r}; known datasets: {', '.join(DATASETS)}.")
+        if self.model not in MODELS:
+            raise ValueError(f"Unknown `model` {self.model!r}; known models: {', '.join(MODELS)}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Unknown `optimizer` {self.optimizer!r}; known optimizers: {', '.join(OPTIMIZERS)}.")
+        if self.schedule is None:
+            self.schedule = {"sgd": "step", "lars": "onecycle", "adam": "constant"}[self.optimizer]
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Unknown `schedule` {self.schedule!r}; known schedules: {', '.join(SCHEDULES)}.")
+        if self.lr is None:
+            self.lr = {"sgd": 0.1, "lars": 5.2, "adam": 1e-3}[self.optimizer]
+        for name in ("epochs", "batch_size", "eval_batch_size", "width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"`lr` must be a positive number, got {self.lr}.")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ValueError(f"`label_noise` must be in [0, 1), got {self.label_noise}.")
+        if self.save_every < 0:
+            raise ValueError(f"`save_every` must be >= 0, got {self.save_every}.")
+
+
+def _plan_steps(pruner: DataPruner, world: int, batch_size: int) -> StepPlan:
+    return StepPlan([math.ceil(math.ceil(size / world) / batch_size) for size in pruner.plan()])
+
+
+def _latest_checkpoint(output_dir: str) -> str | None:
+    found = sorted(Path(output_dir).glob("checkpoint-epoch*"), key=lambda p: int(p.name.removeprefix("checkpoint-epoch")))
+    return str(found[-1]) if found else None
+
+
+@dataclass
+class TrainResult:
+    final: dict[str, Any]
+    history: list[dict[str, Any]]
+    pruner: DataPruner
+    model: torch.nn.Module
+
+
+def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResult:
+    """Train and evaluate. `data` (an ImageData) replaces loading `vargs.dataset` (tests, custom data)."""
+    accelerator = Accelerator(cpu=vargs.cpu)
+    device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
+    main = accelerator.is_main_process
+    os.makedirs(vargs.output_dir, exist_ok=True)
+
+    # ---- data: whole set on the device, variants by seed
+    raw = data if data is not None else load_image_data(vargs.dataset, vargs.data_dir, seed=vargs.seed)
+    data, noisy = apply_variants(raw, imbalance=vargs.imbalance, per_class=vargs.per_class,
+                                 label_noise=vargs.label_noise, max_train=vargs.max_train_samples, seed=vargs.seed)
+    mean, std = data.channel_stats()
+    data, mean, std = data.to(device), mean.to(device), std.to(device)
+    n = int(data.train_labels.numel())
+
+    # ---- model, pruning, plan, optimiser, schedule sized to the pruned plan
+    torch.manual_seed(vargs.seed)
+    model = build_model(vargs.model, data.num_classes, data.in_channels, vargs.width)
+    pruner = DataPruner(n, vargs.epochs, pargs, seed=vargs.seed, labels=data.train_labels.cpu())
+    sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
+    plan = _plan_steps(pruner, world, vargs.batch_size)
+    optimizer = build_optimizer(vargs.optimizer, model.parameters(), vargs.lr, vargs.momentum, vargs.weight_decay)
+    scheduler = build_schedule(vargs.schedule, optimizer, plan, vargs.epochs)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    resume = vargs.resume_from_checkpoint
+    if resume == "latest":
+        resume = _latest_checkpoint(vargs.output_dir)
+    if resume:
+        state = torch.load(os.path.join(resume, "state.pt"), map_location="cpu", weights_only=False)
+        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        pruner.load_state_dict(state["pruner"])
+        plan.steps_per_epoch = state["plan"]
+        scheduler.load_state_dict(state["scheduler"])
+        history, start_epoch = state["history"], state["epoch"] + 1
+
+    wall_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
+    bar = tqdm(range(start_epoch, vargs.epochs), desc="epochs", disable=not (main and vargs.progress))
+    for epoch in bar:
+        epoch_start = time.time()
+        sampler.set_epoch(epoch)
+        order = sampler._order().to(device)
+        steps = math.ceil(order.numel() / vargs.batch_size)
+        if steps != plan.steps_per_epoch[epoch]:  # data-dependent plan (infobatch): real size now known
+            plan.steps_per_epoch[epoch] = steps
+            for later in range(epoch + 1, vargs.epochs):
+                if not pruner.schedule.is_full(later):
+                    plan.steps_per_epoch[later] = steps
+        augment_gen = seeded_generator(vargs.seed, epoch, rank, _AUGMENT_STREAM)
+        if device.type != "cpu":
+            augment_gen = torch.Generator(device).manual_seed(int(augment_gen.initial_seed()))
+
+        model.train()
+        seen_idx, seen_loss, seen_ent = [], [], []
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        for b in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not (main and vargs.progress)):
+            idx = order[b * vargs.batch_size:(b + 1) * vargs.batch_size]
+            images, labels = data.train_images[idx], data.train_labels[idx]
+            if vargs.augment:
+                pad, flip = AUGMENTATION.get(data.name, (4, True))
+                images = random_crop_flip(images, augment_gen, pad=pad, flip=flip)
+            inputs = normalise(images, mean, std)
+            with accelerator.autocast():
+                logits = model(inputs)
+            loss_i, entropy_i = classification_scores(logits, labels)
+            weights = pruner.loss_weights(idx.cpu()).to(device) if pruner.selection.weights is not None else 1.0
+            loss = (loss_i * weights).mean()
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seen_idx.append(idx)
+            seen_loss.append(loss_i.detach())
+            seen_ent.append(entropy_i.detach())
+            loss_sum += loss_i.detach().sum()
+            correct += (logits.detach().argmax(-1) == labels).sum()
+
+        # ---- the epoch's scores, from every rank, into every rank's store (one sync per epoch)
+        all_idx, all_loss, all_ent = gather_updates(torch.cat(seen_idx), torch.cat(seen_loss), torch.cat(seen_ent))
+        pruner.update(all_idx, all_loss, all_ent)
+        totals = accelerator.reduce(torch.stack([loss_sum, correct.float(),
+                                                 torch.tensor(float(order.numel()), device=device)]), "sum")
+        test_acc = evaluate(model, data, mean, std, vargs.eval_batch_size, accelerator)
+        record = {
+            "epoch": epoch,
+            "examples": int(pruner.report.epochs[epoch].forwarded),
+            "kept": int(pruner.report.epochs[epoch].kept),
+            "train_loss": float(totals[0] / totals[2]),
+            "train_acc": float(totals[1] / totals[2]),
+            "test_acc": test_acc,
+            "lr": scheduler.get_last_lr()[0],
+            "epoch_time_s": time.time() - epoch_start,
+            "elapsed_s": time.time() - wall_start,
+        }
+        history.append(record)
+        bar.set_postfix(test_acc=f"{test_acc:.4f}", kept=record["kept"])
+        last = epoch == vargs.epochs - 1
+        if last or (vargs.save_every and (epoch + 1) % vargs.save_every == 0):
+            save_checkpoint(vargs.output_dir, epoch, model, optimizer, scheduler, pruner, plan, history, accelerator)
+
+    wall = history[-1]["elapsed_s"] if history else 0.0
+    report = pruner.summary(train_wall_time_s=wall, world_size=world, dataset=data.name, model=vargs.model,
+                            optimizer_steps=plan.total, label_noise=vargs.label_noise,
+                            noisy_labels_changed=int(noisy.sum()))
+    final = {"test_acc": history[-1]["test_acc"] if history else None, "wall_time_s": wall,
+             "forwarded_examples": report["forwarded_examples"], "saved_fraction": report["saved_fraction"]}
+    if main:
+        save_json({"arguments": asdict(vargs), "pruning": pargs.to_dict(), "final": final, "epochs": history},
+                  os.path.join(vargs.output_dir, "metrics.json"))
+        save_json(report, os.path.join(vargs.output_dir, "pruning_report.json"))
+        plot(history, report, vargs.output_dir)
+    accelerator.wait_for_everyone()
+    return TrainResult(final, history, pruner, accelerator.unwrap_model(model))
+
+
+@torch.no_grad()
+def evaluate(model, data, mean, std, batch_size: int, accelerator: Accelerator) -> float:
+    """Test accuracy; each rank takes every world-th batch, counts are summed.
+
+    Uses the unwrapped model: DDP's forward broadcasts buffers (a collective),
+    and ranks may hold different numbers of test batches.
+    """
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    correct = torch.zeros((), device=accelerator.device)
+    n = int(data.test_labels.numel())
+    starts = range(accelerator.process_index * batch_size, n, accelerator.num_processes * batch_size)
+    for start in starts:
+        images = normalise(data.test_images[start:start + batch_size], mean, std)
+        with accelerator.autocast():
+            logits = model(images)
+        correct += (logits.argmax(-1) == data.test_labels[start:start + batch_size]).sum()
+    return float(accelerator.reduce(correct, "sum")) / n
+
+
+def save_checkpoint(output_dir, epoch, model, optimizer, scheduler, pruner, plan, history, accelerator) -> None:
+    if not accelerator.is_main_process:
+        return
+    folder = Path(output_dir) / f"checkpoint-epoch{epoch}"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(), "plan": plan.steps_per_epoch,
+                "history": history, "epoch": epoch}, folder / "state.pt")
+
+
+def plot(history: list[dict[str, Any]], report: dict[str, Any], output_dir: str) -> None:
+    """Selection-count histogram and accuracy curve, when matplotlib is installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    hist = report["selection_count_histogram"]
+    left.bar(range(len(hist)), hist)
+    left.set(xlabel="times selected in pruning epochs", ylabel="examples",
+             title=f"{report['method']} (prune {report['settings']['prune']})")
+    epochs = [h["epoch"] for h in history]
+    right.plot(epochs, [h["test_acc"] for h in history], label="test")
+    right.plot(epochs, [h["train_acc"] for h in history], label="train")
+    right.set(xlabel="epoch", ylabel="accuracy", title=f"saved fraction {report['saved_fraction']:.3f}")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(output_dir, "pruning.png"), dpi=100)
+    plt.close(fig)

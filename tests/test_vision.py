@@ -1,0 +1,175 @@
+"""The vision loop on CPU: tiny ResNets on synthetic images and on digits."""
+
+import gzip
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from emp_hf import PruningConfig
+from emp_hf.vision import ImageData, VisionArguments, apply_variants, build_model, load_image_data, train
+from emp_hf.vision.augment import random_crop_flip
+from emp_hf.vision.data import IMBALANCE_KEEP
+from emp_hf.vision.optim import StepPlan, build_optimizer, build_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic(n=96, classes=4, size=8, seed=0) -> ImageData:
+    """Images whose class is a bright quadrant: learnable in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    images = torch.randint(0, 60, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    half = size // 2
+    for c in range(classes):
+        r, q = divmod(c, 2)
+        images[labels == c, :, r * half:(r + 1) * half, q * half:(q + 1) * half] += 150
+    return ImageData(images, labels, images[:32].clone(), labels[:32].clone(), classes, "synthetic")
+
+
+def args(tmp_path, **kw):
+    base = dict(dataset="digits", model="resnet10", width=4, epochs=4, batch_size=16, optimizer="adam",
+                output_dir=str(tmp_path), cpu=True, progress=False)
+    base.update(kw)
+    return VisionArguments(**base)
+
+
+@pytest.mark.parametrize("method", ["emp", "infobatch", "ucb", "elfl"])
+def test_each_epoch_trains_its_planned_examples(tmp_path, method):
+    result = train(args(tmp_path, epochs=5), PruningConfig(method=method, prune=0.5), data=synthetic())
+    report = json.loads((tmp_path / "pruning_report.json").read_text())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [e["examples"] for e in metrics["epochs"]] == [r["forwarded"] for r in report["per_epoch"]]
+    assert [r["forwarded"] for r in report["per_epoch"]] == [r["kept"] for r in report["per_epoch"]]
+    if method != "infobatch":
+        assert [r["kept"] for r in report["per_epoch"]] == result.pruner.plan()
+    full = sum(result.pruner.schedule.is_full(e) for e in range(5))
+    # every selected example was trained in its epoch, and no other
+    assert torch.equal(result.pruner.store.times_trained, result.pruner.store.times_selected + full)
+    assert set(metrics["epochs"][0]) >= {"train_loss", "train_acc", "test_acc", "epoch_time_s"}
+
+
+def test_learns_digits_and_writes_outputs(tmp_path):
+    final = train(args(tmp_path, epochs=5, width=8, batch_size=32), PruningConfig(method="emp", prune=0.3)).final
+    assert final["test_acc"] > 0.6  # 10 classes: chance is 0.1
+    assert (tmp_path / "checkpoint-epoch4" / "state.pt").is_file()
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "pruning.png").stat().st_size > 1000
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    cfg = PruningConfig(method="emp", prune=0.5, anneal=0.25)
+    full = train(args(tmp_path / "a", save_every=1), cfg, data=synthetic())
+    resumed = train(args(tmp_path / "b", resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-epoch1")), cfg,
+                    data=synthetic())
+    for name, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    for field in ("loss", "entropy", "times_trained", "times_selected"):
+        assert torch.equal(getattr(full.pruner.store, field), getattr(resumed.pruner.store, field))
+    assert [h["test_acc"] for h in full.history] == [h["test_acc"] for h in resumed.history]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["emp", "infobatch"])
+def test_two_processes_select_the_same_subset(tmp_path, method):
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+           str(ROOT / "tests" / "vision_dist.py"), str(tmp_path), method]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert a["world"] == 2 and a["per_epoch"] == b["per_epoch"] and a["store"] == b["store"]
+    assert a["weights"] == b["weights"]
+    trained, selected = torch.tensor(a["store"]["times_trained"]), torch.tensor(a["store"]["times_selected"])
+    assert torch.equal(trained, selected + a["full_epochs"])  # each selected example trained by some rank, once
+
+
+def test_schedule_horizon_is_the_pruned_plan():
+    plan = StepPlan([10, 3, 3, 10])
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer("lars", model.parameters(), lr=5.2, momentum=0.9, weight_decay=5e-4)
+    sched = build_schedule("onecycle", opt, plan, epochs=4)
+    lrs = []
+    for _ in range(plan.total):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert max(lrs) == pytest.approx(5.2, rel=1e-3)
+    assert sched.get_last_lr()[0] == pytest.approx(5.2 / 25 / 1e4)  # OneCycle's end, at the pruned total
+    opt = build_optimizer("sgd", model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    sched = build_schedule("step", opt, StepPlan([5] * 10), epochs=10)  # decay at epochs 3, 6, 8
+    lrs = []
+    for _ in range(50):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[14] == pytest.approx(0.1) and lrs[15] == pytest.approx(0.02) and lrs[40] == pytest.approx(0.0008)
+
+
+def test_variants_are_exact_and_reproducible():
+    data = synthetic(n=400, classes=10)
+    imb, _ = apply_variants(data, imbalance=True, seed=1)
+    counts = torch.bincount(imb.train_labels, minlength=10)
+    assert counts.tolist() == [round(IMBALANCE_KEEP[c] * 40) for c in range(10)]
+    per, _ = apply_variants(data, per_class=7, seed=1)
+    assert torch.bincount(per.train_labels).tolist() == [7] * 10
+    noisy_a, changed = apply_variants(data, label_noise=0.2, seed=3)
+    noisy_b, _ = apply_variants(data, label_noise=0.2, seed=3)
+    assert torch.equal(noisy_a.train_labels, noisy_b.train_labels)
+    differs = noisy_a.train_labels != data.train_labels
+    assert torch.equal(differs, changed) and 0 < int(differs.sum()) <= 80  # 80 replaced, ~1/10 kept their label
+
+
+def test_augmentation_is_seeded_and_shape_preserving():
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).reshape(2, 3, 6, 6)
+    a = random_crop_flip(x, torch.Generator().manual_seed(0), pad=2)
+    b = random_crop_flip(x, torch.Generator().manual_seed(0), pad=2)
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert torch.equal(random_crop_flip(x, torch.Generator().manual_seed(0), pad=0, flip=False), x)
+
+
+@pytest.mark.parametrize("name,channels", [("resnet10", 3), ("resnet18", 1), ("resnet34", 3), ("resnet50", 3),
+                                           ("vgg16", 1)])
+def test_models_build_for_the_data(name, channels):
+    model = build_model(name, num_classes=7, in_channels=channels, width=4)
+    assert model(torch.randn(2, channels, 28, 28)).shape == (2, 7)
+
+
+def test_fashion_mnist_idx_reader(tmp_path):
+    def idx(path, array, dims):
+        header = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+        with gzip.open(path, "wb") as f:
+            f.write(header + bytes(array))
+
+    idx(tmp_path / "train-images-idx3-ubyte.gz", range(2 * 4), [2, 2, 2])
+    idx(tmp_path / "train-labels-idx1-ubyte.gz", [3, 1], [2])
+    idx(tmp_path / "t10k-images-idx3-ubyte.gz", [9] * 4, [1, 2, 2])
+    idx(tmp_path / "t10k-labels-idx1-ubyte.gz", [0], [1])
+    data = load_image_data("fashion_mnist", tmp_path)
+    assert data.train_images.shape == (2, 1, 2, 2) and data.train_images[1, 0, 1, 1] == 7
+    assert data.train_labels.tolist() == [3, 1] and data.test_images.shape == (1, 1, 2, 2)
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="known datasets: cifar10, cifar100, fashion_mnist, digits"):
+        VisionArguments(dataset="mnist")
+    with pytest.raises(ValueError, match="known models: resnet10, resnet18"):
+        VisionArguments(model="resnet20")
+    with pytest.raises(ValueError, match="known methods"):
+        PruningConfig(method="forgetting")
+    with pytest.raises(ValueError, match=r"`label_noise` must be in \[0, 1\)"):
+        VisionArguments(label_noise=1.0)
+    with pytest.raises(ValueError, match="lacks train-images-idx3-ubyte"):
+        load_image_data("fashion_mnist", tmp_path)
+    with pytest.raises(ValueError, match="lacks the cifar10 python-pickle files"):
+        load_image_data("cifar10", tmp_path)
+    with pytest.raises(ValueError, match="is not a folder"):
+        load_image_data("cifar10", tmp_path / "absent")
+    with pytest.raises(ValueError, match="known optimizers"):
+        VisionArguments(optimizer="rmsprop")
