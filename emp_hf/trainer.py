@@ -254,7 +254,12 @@ class PruningTrainer(Trainer):
                 "so the pruning scores and selection cannot be restored."
             )
         assert self.pruner is not None
-        self.pruner.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=False))
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        self.pruner.load_state_dict(saved["pruner"])
+        # Real step counts of the epochs already run (they differ from the estimate for infobatch).
+        self._epoch_updates = list(saved["epoch_updates"])
+        self._epoch_batches = list(saved["epoch_batches"])
+        self.state.max_steps = sum(self._epoch_updates)
         # Locate the epoch from the per-epoch step counts (the parent assumes equal epochs).
         done = self.state.global_step
         epochs_trained = 0
@@ -276,7 +281,7 @@ class PruningTrainer(Trainer):
                 f"Epoch {epoch} has {steps_in_epoch} batches but {self._epoch_batches[epoch]} were planned."
             )
         if not self.pruner.exact_plan:
-            self._retarget_horizon(epoch, num_update_steps_per_epoch)
+            self._retarget_horizon(epoch, steps_in_epoch, num_update_steps_per_epoch)
         record = self.pruner.report.epochs[epoch]
         self._log_pruning(
             {
@@ -301,18 +306,18 @@ class PruningTrainer(Trainer):
         full = self.pruner.num_examples * len(done)
         return 1.0 - sum(r.forwarded for r in done) / full if full else 0.0
 
-    def _retarget_horizon(self, epoch: int, updates_this_epoch: int) -> None:
+    def _retarget_horizon(self, epoch: int, batches_this_epoch: int, updates_this_epoch: int) -> None:
         """For a data-dependent plan (infobatch), re-estimate the total steps once the epoch's real size is
         known, and move the LR schedule's horizon and `max_steps` there."""
         self._epoch_updates[epoch] = updates_this_epoch
+        self._epoch_batches[epoch] = batches_this_epoch
         if not self.pruner.schedule.is_full(epoch):  # type: ignore[union-attr]
             for later in range(epoch + 1, len(self._epoch_updates)):
                 if not self.pruner.schedule.is_full(later):  # type: ignore[union-attr]
                     self._epoch_updates[later] = updates_this_epoch
         total = sum(self._epoch_updates)
-        if total == self.state.max_steps:
-            return
         self.state.max_steps = total
+        # Always set the horizon: after a resume the scheduler is rebuilt with the estimated total.
         scheduler = self.lr_scheduler
         lambdas = getattr(scheduler, "lr_lambdas", None)
         retargeted = False
@@ -362,7 +367,11 @@ class PruningTrainer(Trainer):
         if self.pruner is not None and self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            torch.save(self.pruner.state_dict(), os.path.join(folder, STATE_FILE))
+            torch.save(
+                {"pruner": self.pruner.state_dict(), "epoch_updates": self._epoch_updates,
+                 "epoch_batches": self._epoch_batches},
+                os.path.join(folder, STATE_FILE),
+            )
         super()._save_checkpoint(model, trial)
 
     def _finalize_training(self, trial, num_train_samples, start_time):

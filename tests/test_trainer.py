@@ -1,6 +1,7 @@
 """PruningTrainer under the real transformers Trainer, on a tiny BERT built here."""
 
 from __future__ import annotations
+from pathlib import Path
 
 import json
 import math
@@ -192,6 +193,30 @@ def test_resume_mid_epoch_equals_the_uninterrupted_run(tmp_path, method):
     for field in ("loss", "entropy", "ema", "times_trained", "times_selected"):
         assert torch.equal(getattr(full.pruner.store, field), getattr(resumed.pruner.store, field)), field
     assert full.pruner.summary()["per_epoch"] == resumed.pruner.summary()["per_epoch"]
+
+
+def test_infobatch_resume_uses_the_real_step_counts(tmp_path):
+    # Skewed labels make the below-mean share far from the planning assumption of one half,
+    # so the real epoch sizes differ from the estimated plan.
+    data = tiny_dataset(40).map(lambda row, i: {"label": int(i % 8 == 0)}, with_indices=True)
+    settings = dict(num_train_epochs=5, save_strategy="steps", save_steps=9, dataset=data)
+    pruning = PruningArguments(method="infobatch", prune=0.7, anneal=0.2)
+    full = make(tmp_path / "a", pruning=pruning, **settings)
+    full.train()
+    real = [r["kept"] for r in full.pruning_report()["per_epoch"]]
+    assert real != full.pruner.plan()  # the premise: the estimate is wrong
+    assert full.state.global_step == full.state.max_steps and full.lr_scheduler.get_last_lr()[0] == 0.0
+    # real steps per epoch [10, 7, 5, 4, 10], estimated [10, 7, 7, 7, 10]: checkpoint-27 lies in epoch 4
+    # in reality but in epoch 3 by the estimate
+    assert full._epoch_updates == [10, 7, 5, 4, 10]
+    for step in (18, 27):
+        resumed = make(tmp_path / f"b{step}", pruning=pruning, **settings)
+        resumed.train(resume_from_checkpoint=str(tmp_path / "a" / f"checkpoint-{step}"))
+        assert resumed.state.global_step == full.state.global_step
+        assert [r["kept"] for r in resumed.pruning_report()["per_epoch"]] == real
+        assert resumed.lr_scheduler.get_last_lr()[0] == 0.0
+        for name, value in final_state(full).items():
+            assert torch.equal(value, final_state(resumed)[name]), (step, name)
 
 
 def test_resume_from_a_plain_trainer_checkpoint_is_refused(tmp_path):
