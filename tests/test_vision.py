@@ -173,3 +173,11 @@ def test_bad_input(tmp_path):
         load_image_data("cifar10", tmp_path / "absent")
     with pytest.raises(ValueError, match="known optimizers"):
         VisionArguments(optimizer="rmsprop")
+
+
+def test_bf16_mixed_precision_through_accelerate(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    result = train(args(tmp_path, epochs=2), PruningConfig(method="emp", prune=0.5), data=synthetic())
+    assert result.pruner.store.loss.dtype == torch.float32 and bool(result.pruner.store.seen.all())
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    assert json.loads((tmp_path / "pruning_report.json").read_text())["mixed_precision"] == "bf16"

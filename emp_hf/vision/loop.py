@@ -206,6 +206,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
 
     wall = history[-1]["elapsed_s"] if history else 0.0
     report = pruner.summary(train_wall_time_s=wall, world_size=world, dataset=data.name, model=vargs.model,
+                            mixed_precision=accelerator.mixed_precision,
                             optimizer_steps=plan.total, label_noise=vargs.label_noise,
                             noisy_labels_changed=int(noisy.sum()))
     final = {"test_acc": history[-1]["test_acc"] if history else None, "wall_time_s": wall,
