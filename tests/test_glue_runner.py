@@ -121,3 +121,23 @@ def test_bad_input_is_refused_before_training(tmp_path, monkeypatch):
         load_local(TASKS["rte"], data)
     with pytest.raises(ValueError, match="is not a folder"):
         load_local(TASKS["rte"], tmp_path / "nowhere")
+
+
+def test_ordinary_trainer_script_resumes_exactly(tmp_path, monkeypatch):
+    """glue.py is an ordinary Trainer script (tokenised datasets.Dataset, DataCollatorWithPadding, eval and
+    save each epoch, gradient accumulation): resuming it from a checkpoint ends where the uninterrupted run does."""
+    data = tmp_path / "glue_data"
+    model = write_tiny_model(tmp_path / "model", write_tsv_task(data))
+    common = ["--task", "mrpc", "--data_dir", str(data), "--model_name_or_path", str(model), "--use_cpu",
+              "--num_train_epochs", "4", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "3",
+              "--prune", "0.5", "--save_total_limit", "10", "--learning_rate", "1e-3"]
+    run_glue([*common, "--output_dir", str(tmp_path / "a")], monkeypatch)
+    # 32 / 16 / 16 / 32 examples -> 8 / 4 / 4 / 8 batches -> 3 / 2 / 2 / 3 steps; checkpoint-5 ends epoch 1
+    assert sorted(p.name for p in (tmp_path / "a").glob("checkpoint-*")) == [
+        "checkpoint-10", "checkpoint-3", "checkpoint-5", "checkpoint-7"]
+    run_glue([*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint",
+              str(tmp_path / "a" / "checkpoint-5")], monkeypatch)
+    a, b = (json.loads((tmp_path / d / "eval_results.json").read_text()) for d in ("a", "b"))
+    assert a["eval_loss"] == b["eval_loss"] and a["eval_combined_score"] == b["eval_combined_score"]
+    ra, rb = (json.loads((tmp_path / d / "pruning_report.json").read_text()) for d in ("a", "b"))
+    assert ra["per_epoch"] == rb["per_epoch"] and ra["optimizer_steps"] == rb["optimizer_steps"] == 10
