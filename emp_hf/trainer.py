@@ -124,6 +124,7 @@ class PruningTrainer(Trainer):
         self._pruning_sampler: PlannedSampler | None = None
         self._epoch_batches: list[int] = []
         self._epoch_updates: list[int] = []
+        self._planning_dataloader = None
         self._train_start: float | None = None
         self._check_args(self.args)
 
@@ -216,12 +217,8 @@ class PruningTrainer(Trainer):
             args, dataloader
         )
         assert self.pruner is not None and self._pruning_sampler is not None
-        self._epoch_batches = []
-        for size in self.pruner.plan():
-            with self._pruning_sampler.assume_size(size):
-                self._epoch_batches.append(len(dataloader))
-        ga = args.gradient_accumulation_steps
-        self._epoch_updates = [math.ceil(b / ga) for b in self._epoch_batches]
+        self._planning_dataloader = dataloader  # the prepared loader, before any skip-wrapping on resume
+        self._plan_steps(dataloader)
         max_steps = sum(self._epoch_updates)
         planned_examples = sum(self.pruner.plan())
         full = num_examples * num_train_epochs
@@ -241,6 +238,17 @@ class PruningTrainer(Trainer):
             max_steps,
         )
 
+    def _plan_steps(self, dataloader) -> None:
+        """Batches and optimizer steps of every epoch, asked of the prepared dataloader (its drop_last,
+        sharding and even_batches rules) for each planned epoch size."""
+        assert self.pruner is not None and self._pruning_sampler is not None
+        self._epoch_batches = []
+        for size in self.pruner.current_plan():
+            with self._pruning_sampler.assume_size(size):
+                self._epoch_batches.append(len(dataloader))
+        ga = self.args.gradient_accumulation_steps
+        self._epoch_updates = [math.ceil(b / ga) for b in self._epoch_batches]
+
     def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):
         epochs_trained, steps_in_epoch_done = super()._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
@@ -254,11 +262,9 @@ class PruningTrainer(Trainer):
                 "so the pruning scores and selection cannot be restored."
             )
         assert self.pruner is not None
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        self.pruner.load_state_dict(saved["pruner"])
-        # Real step counts of the epochs already run (they differ from the estimate for infobatch).
-        self._epoch_updates = list(saved["epoch_updates"])
-        self._epoch_batches = list(saved["epoch_batches"])
+        self.pruner.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=False))
+        # The restored state knows the real sizes of the epochs already run (infobatch's differ from the plan).
+        self._plan_steps(self._planning_dataloader)
         self.state.max_steps = sum(self._epoch_updates)
         # Locate the epoch from the per-epoch step counts (the parent assumes equal epochs).
         done = self.state.global_step
@@ -281,7 +287,7 @@ class PruningTrainer(Trainer):
                 f"Epoch {epoch} has {steps_in_epoch} batches but {self._epoch_batches[epoch]} were planned."
             )
         if not self.pruner.exact_plan:
-            self._retarget_horizon(epoch, steps_in_epoch, num_update_steps_per_epoch)
+            self._retarget_horizon(self._planning_dataloader)
         record = self.pruner.report.epochs[epoch]
         self._log_pruning(
             {
@@ -306,18 +312,13 @@ class PruningTrainer(Trainer):
         full = self.pruner.num_examples * len(done)
         return 1.0 - sum(r.forwarded for r in done) / full if full else 0.0
 
-    def _retarget_horizon(self, epoch: int, batches_this_epoch: int, updates_this_epoch: int) -> None:
-        """For a data-dependent plan (infobatch), re-estimate the total steps once the epoch's real size is
-        known, and move the LR schedule's horizon and `max_steps` there."""
-        self._epoch_updates[epoch] = updates_this_epoch
-        self._epoch_batches[epoch] = batches_this_epoch
-        if not self.pruner.schedule.is_full(epoch):  # type: ignore[union-attr]
-            for later in range(epoch + 1, len(self._epoch_updates)):
-                if not self.pruner.schedule.is_full(later):  # type: ignore[union-attr]
-                    self._epoch_updates[later] = updates_this_epoch
+    def _retarget_horizon(self, dataloader) -> None:
+        """For a data-dependent plan (infobatch), once the epoch's real size is known, re-plan the steps
+        and move `max_steps` and the LR schedule's horizon there (always: after a resume the scheduler
+        is rebuilt with the initial estimate)."""
+        self._plan_steps(dataloader)
         total = sum(self._epoch_updates)
         self.state.max_steps = total
-        # Always set the horizon: after a resume the scheduler is rebuilt with the estimated total.
         scheduler = self.lr_scheduler
         lambdas = getattr(scheduler, "lr_lambdas", None)
         retargeted = False
@@ -367,11 +368,7 @@ class PruningTrainer(Trainer):
         if self.pruner is not None and self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            torch.save(
-                {"pruner": self.pruner.state_dict(), "epoch_updates": self._epoch_updates,
-                 "epoch_batches": self._epoch_batches},
-                os.path.join(folder, STATE_FILE),
-            )
+            torch.save(self.pruner.state_dict(), os.path.join(folder, STATE_FILE))
         super()._save_checkpoint(model, trial)
 
     def _finalize_training(self, trial, num_train_samples, start_time):

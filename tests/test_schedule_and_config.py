@@ -79,3 +79,19 @@ def test_bad_sizes_and_indices():
     p = DataPruner(5, 3)
     with pytest.raises(ValueError, match=r"`epoch` must be in \[0, 3\)"):
         p.set_epoch(3)
+
+
+def test_current_plan_replaces_estimates_with_real_sizes():
+    p = DataPruner(40, 5, PruningConfig(method="infobatch", prune=0.5, anneal=0.2))
+    assert p.current_plan() == p.plan() == [40, 30, 30, 30, 40]  # estimate: half below the mean
+    p.set_epoch(0)
+    p.update(torch.arange(40), torch.tensor([0.0] * 36 + [10.0] * 4))  # 36 below the mean
+    p.set_epoch(1)  # keeps 4 + round(.5 * 36) = 22
+    assert p.current_plan() == [40, 22, 22, 22, 40]
+    restored = DataPruner(40, 5, PruningConfig(method="infobatch", prune=0.5, anneal=0.2))
+    restored.load_state_dict(p.state_dict())
+    assert restored.current_plan() == [40, 22, 22, 22, 40]
+    fixed = DataPruner(40, 5, PruningConfig(method="emp", prune=0.5))
+    fixed.set_epoch(0)
+    fixed.set_epoch(1)
+    assert fixed.current_plan() == fixed.plan()

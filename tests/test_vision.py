@@ -62,8 +62,9 @@ def test_learns_digits_and_writes_outputs(tmp_path):
     assert (tmp_path / "pruning.png").stat().st_size > 1000
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-    cfg = PruningConfig(method="emp", prune=0.5, anneal=0.25)
+@pytest.mark.parametrize("method", ["emp", "infobatch"])
+def test_resume_equals_uninterrupted(tmp_path, method):
+    cfg = PruningConfig(method=method, prune=0.5, anneal=0.25)
     full = train(args(tmp_path / "a", save_every=1), cfg, data=synthetic())
     resumed = train(args(tmp_path / "b", resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-epoch1")), cfg,
                     data=synthetic())
@@ -72,6 +73,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     for field in ("loss", "entropy", "times_trained", "times_selected"):
         assert torch.equal(getattr(full.pruner.store, field), getattr(resumed.pruner.store, field))
     assert [h["test_acc"] for h in full.history] == [h["test_acc"] for h in resumed.history]
+    assert [h["lr"] for h in full.history] == [h["lr"] for h in resumed.history]
 
 
 @pytest.mark.slow
@@ -176,8 +178,14 @@ def test_bad_input(tmp_path):
 
 
 def test_bf16_mixed_precision_through_accelerate(tmp_path, monkeypatch):
+    from accelerate.state import AcceleratorState
+
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
-    result = train(args(tmp_path, epochs=2), PruningConfig(method="emp", prune=0.5), data=synthetic())
+    AcceleratorState._reset_state(reset_partial_state=True)  # a process-wide singleton: earlier tests set "no"
+    try:
+        result = train(args(tmp_path, epochs=2), PruningConfig(method="emp", prune=0.5), data=synthetic())
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     assert result.pruner.store.loss.dtype == torch.float32 and bool(result.pruner.store.seen.all())
     assert all(math.isfinite(h["train_loss"]) for h in result.history)
     assert json.loads((tmp_path / "pruning_report.json").read_text())["mixed_precision"] == "bf16"

@@ -103,6 +103,23 @@ class DataPruner:
         """Examples each epoch will train on (an estimate for infobatch, see `exact_plan`)."""
         return self.schedule.plan(self.num_examples, self.policy.planned_size(self.num_examples, self.keep))
 
+    def current_plan(self) -> list[int]:
+        """The plan updated with what is known: real sizes of the epochs selected so far, and for later
+        pruning epochs the latest real pruning size. Equals `plan()` for fixed-ratio methods; for infobatch
+        it is the best estimate of the rest of the run, and a restored state gives the same answer."""
+        sizes = self.plan()
+        latest_pruned = None
+        for epoch in sorted(self.report.epochs):
+            record = self.report.epochs[epoch]
+            sizes[epoch] = record.kept
+            if not record.full:
+                latest_pruned = record.kept
+        if latest_pruned is not None:
+            for epoch in range(len(sizes)):
+                if epoch not in self.report.epochs and not self.schedule.is_full(epoch):
+                    sizes[epoch] = latest_pruned
+        return sizes
+
     @property
     def exact_plan(self) -> bool:
         return self.policy.exact_plan or self.config.prune == 0.0

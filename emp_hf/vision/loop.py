@@ -83,8 +83,9 @@ class VisionArguments:
             raise ValueError(f"`save_every` must be >= 0, got {self.save_every}.")
 
 
-def _plan_steps(pruner: DataPruner, world: int, batch_size: int) -> StepPlan:
-    return StepPlan([math.ceil(math.ceil(size / world) / batch_size) for size in pruner.plan()])
+def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int) -> list[int]:
+    """Steps of each epoch: a rank's padded share of the epoch, in batches (from the current plan)."""
+    return [math.ceil(math.ceil(size / world) / batch_size) for size in pruner.current_plan()]
 
 
 def _latest_checkpoint(output_dir: str) -> str | None:
@@ -120,7 +121,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     model = build_model(vargs.model, data.num_classes, data.in_channels, vargs.width)
     pruner = DataPruner(n, vargs.epochs, pargs, seed=vargs.seed, labels=data.train_labels.cpu())
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
-    plan = _plan_steps(pruner, world, vargs.batch_size)
+    plan = StepPlan(_steps_per_epoch(pruner, world, vargs.batch_size))
     optimizer = build_optimizer(vargs.optimizer, model.parameters(), vargs.lr, vargs.momentum, vargs.weight_decay)
     scheduler = build_schedule(vargs.schedule, optimizer, plan, vargs.epochs)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -135,7 +136,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         accelerator.unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         pruner.load_state_dict(state["pruner"])
-        plan.steps_per_epoch = state["plan"]
+        plan.steps_per_epoch = _steps_per_epoch(pruner, world, vargs.batch_size)
         scheduler.load_state_dict(state["scheduler"])
         history, start_epoch = state["history"], state["epoch"] + 1
 
@@ -145,12 +146,9 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         epoch_start = time.time()
         sampler.set_epoch(epoch)
         order = sampler._order().to(device)
-        steps = math.ceil(order.numel() / vargs.batch_size)
-        if steps != plan.steps_per_epoch[epoch]:  # data-dependent plan (infobatch): real size now known
-            plan.steps_per_epoch[epoch] = steps
-            for later in range(epoch + 1, vargs.epochs):
-                if not pruner.schedule.is_full(later):
-                    plan.steps_per_epoch[later] = steps
+        # In place: the schedule reads this plan. Changes only for data-dependent plans (infobatch).
+        plan.steps_per_epoch[:] = _steps_per_epoch(pruner, world, vargs.batch_size)
+        steps = plan.steps_per_epoch[epoch]
         augment_gen = seeded_generator(vargs.seed, epoch, rank, _AUGMENT_STREAM)
         if device.type != "cpu":
             augment_gen = torch.Generator(device).manual_seed(int(augment_gen.initial_seed()))
@@ -202,7 +200,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         bar.set_postfix(test_acc=f"{test_acc:.4f}", kept=record["kept"])
         last = epoch == vargs.epochs - 1
         if last or (vargs.save_every and (epoch + 1) % vargs.save_every == 0):
-            save_checkpoint(vargs.output_dir, epoch, model, optimizer, scheduler, pruner, plan, history, accelerator)
+            save_checkpoint(vargs.output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator)
 
     wall = history[-1]["elapsed_s"] if history else 0.0
     report = pruner.summary(train_wall_time_s=wall, world_size=world, dataset=data.name, model=vargs.model,
@@ -240,14 +238,14 @@ def evaluate(model, data, mean, std, batch_size: int, accelerator: Accelerator) 
     return float(accelerator.reduce(correct, "sum")) / n
 
 
-def save_checkpoint(output_dir, epoch, model, optimizer, scheduler, pruner, plan, history, accelerator) -> None:
+def save_checkpoint(output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator) -> None:
     if not accelerator.is_main_process:
         return
     folder = Path(output_dir) / f"checkpoint-epoch{epoch}"
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(), "plan": plan.steps_per_epoch,
-                "history": history, "epoch": epoch}, folder / "state.pt")
+                "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(), "history": history,
+                "epoch": epoch}, folder / "state.pt")
 
 
 def plot(history: list[dict[str, Any]], report: dict[str, Any], output_dir: str) -> None:
