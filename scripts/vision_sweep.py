@@ -32,19 +32,23 @@ def render(base: Path) -> str:
         r = json.loads((metrics_file.parent / "pruning_report.json").read_text())
         rows.append((m["arguments"]["label_noise"], m["pruning"]["prune"] if m["pruning"]["method"] != "full" else 0.0,
                      m["pruning"]["method"], m["final"]["test_acc"], max(e["test_acc"] for e in m["epochs"]),
-                     r["forwarded_examples"], r["full_data_examples"], m["final"]["wall_time_s"]))
+                     r["forwarded_examples"], r["full_data_examples"], m["final"]["train_time_s"]))
     order = {"full": 0, "random": 1, "infobatch": 2, "emp": 3}
     rows.sort(key=lambda x: (x[0], x[1], order.get(x[2], 9)))
     full_wall = {noise: wall for noise, prune, method, *_, wall in rows if method == "full"}
-    lines = [f"## {base.name}", ""]
+    lines = [f"## {base.name}", "",
+             "Train time: selection, training steps and score updates, without the per-epoch evaluation.", ""]
     for inv in meta["invocations"]:
         lines += [f"- Machine: {inv['machine']}; started {inv['started']}", f"  - Command: `{inv['command']}`"]
     lines += ["", "| label noise | prune | method | final test acc | best test acc | forwarded / full | saved | "
-              "wall s | wall / full-data wall |", "|---|---|---|---|---|---|---|---|---|"]
+              "train s | train time / full-data train time | achieved / ideal saving |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for noise, prune, method, acc, best, fwd, full, wall in rows:
-        ratio = f"{wall / full_wall[noise]:.3f}" if noise in full_wall else "–"
+        ratio = wall / full_wall[noise] if noise in full_wall else None
+        saved = 1 - fwd / full
+        eff = f"{(1 - ratio) / saved:.3f}" if ratio is not None and saved > 0 else "–"
         lines.append(f"| {noise:g} | {prune:g} | {method} | {100 * acc:.2f} | {100 * best:.2f} | {fwd:,} / {full:,} | "
-                     f"{1 - fwd / full:.3f} | {wall:.0f} | {ratio} |")
+                     f"{saved:.3f} | {wall:.0f} | {'–' if ratio is None else f'{ratio:.3f}'} | {eff} |")
     return "\n".join(lines) + "\n"
 
 
