@@ -95,15 +95,24 @@ class PlannedSampler(PruningSampler):
         return self._assumed if self._assumed is not None else super().__len__()
 
 
-def _dataset_labels(dataset: Any) -> tuple[str | None, Any]:
-    """The label key of the dataset and, for a `datasets.Dataset`, the label column."""
+def _label_key(dataset: Any) -> str | None:
+    """The dataset's label column (from `column_names`, or the first item's keys)."""
     columns = getattr(dataset, "column_names", None)
     if columns is None:
         first = dataset[0]
-        keys = list(first.keys()) if isinstance(first, Mapping) else []
-        return next((k for k in LABEL_KEYS if k in keys), None), None
-    key = next((k for k in LABEL_KEYS if k in columns), None)
-    return key, (dataset[key] if key is not None else None)
+        columns = list(first.keys()) if isinstance(first, Mapping) else []
+    return next((k for k in LABEL_KEYS if k in columns), None)
+
+
+def _label_column(dataset: Any) -> torch.Tensor | None:
+    """Integer class labels of a `datasets.Dataset`, for the per-class report; None when not available."""
+    key = _label_key(dataset)
+    if key is None or getattr(dataset, "column_names", None) is None:
+        return None
+    try:
+        return torch.as_tensor(dataset[key])
+    except (TypeError, ValueError):
+        return None
 
 
 class PruningTrainer(Trainer):
@@ -160,8 +169,7 @@ class PruningTrainer(Trainer):
             raise ValueError("`train_dataset` is empty: there is nothing to train on or prune.")
         if INDEX_KEY in (getattr(dataset, "column_names", None) or []):
             raise ValueError(f"`train_dataset` already has a column named {INDEX_KEY!r}, which PruningTrainer uses.")
-        label_key, _ = _dataset_labels(dataset)
-        if POLICIES[self.pruning_args.method].uses_scores and label_key is None:
+        if POLICIES[self.pruning_args.method].uses_scores and _label_key(dataset) is None:
             raise ValueError(
                 f"Method {self.pruning_args.method!r} scores each example by its loss, so `train_dataset` needs "
                 f"a label column (one of {', '.join(LABEL_KEYS)}). Add labels, or use a method that reads no "
@@ -175,17 +183,12 @@ class PruningTrainer(Trainer):
             self._signature_columns.append(INDEX_KEY)
 
     def _build_pruner(self, dataset: Any) -> DataPruner:
-        _, labels = _dataset_labels(dataset)
-        label_tensor = None
-        if labels is not None:
-            with contextlib.suppress(TypeError, ValueError):
-                label_tensor = torch.as_tensor(labels)
         return DataPruner(
             len(dataset),
             int(self.args.num_train_epochs),
             self.pruning_args,
             seed=self.args.seed,
-            labels=label_tensor,
+            labels=_label_column(dataset),
         )
 
     def get_train_dataloader(self):
@@ -195,6 +198,7 @@ class PruningTrainer(Trainer):
         self._check_train_dataset(self.train_dataset, self.compute_loss_func)
         dataset = self.train_dataset
         self.pruner = self._build_pruner(dataset)
+        self._train_start = None
         try:
             import datasets
 
