@@ -290,6 +290,8 @@ def test_bad_input_is_refused_before_training(tmp_path):
         make(tmp_path, max_steps=5)
     with pytest.raises(ValueError, match="whole number"):
         make(tmp_path, num_train_epochs=1.5)
+    with pytest.raises(ValueError, match="train_sampling_strategy='group_by_length'"):
+        make(tmp_path, train_sampling_strategy="group_by_length")
     with pytest.raises(ValueError, match="empty"):
         make(tmp_path, dataset=tiny_dataset(8).select([]))
     iterable = tiny_dataset(8).to_iterable_dataset()
