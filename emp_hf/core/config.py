@@ -71,9 +71,6 @@ class PruningConfig:
         _check_range("ema_alpha", self.ema_alpha, 0.0, 1.0, low_open=True, high_open=False)
         _check_range("eps", self.eps, 0.0, 1.0, low_open=False, high_open=False)
         _check_range("ucb_c", self.ucb_c, 0.0, math.inf, low_open=False, high_open=True)
-        if self.method == "static" and self.static_scores_file is None:
-            # The front end may pass the scores as an array instead; it checks that case itself.
-            pass
 
     @property
     def effective_anneal(self) -> float:

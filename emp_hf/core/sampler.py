@@ -32,7 +32,8 @@ class PruningSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.pruner.set_epoch(epoch)
 
-    def _order(self) -> torch.Tensor:
+    def indices(self) -> torch.Tensor:
+        """What iteration yields, as one tensor: the epoch's global order, or this rank's padded share."""
         order = self.pruner.epoch_order()
         if self.num_replicas is None:
             return order
@@ -42,7 +43,7 @@ class PruningSampler(Sampler[int]):
         return order[self.rank :: self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._order().tolist())
+        return iter(self.indices().tolist())
 
     def __len__(self) -> int:
         size = self.pruner.epoch_size()

@@ -145,7 +145,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     for epoch in bar:
         epoch_start = time.time()
         sampler.set_epoch(epoch)
-        order = sampler._order().to(device)
+        order = sampler.indices().to(device)
         # In place: the schedule reads this plan. Changes only for data-dependent plans (infobatch).
         plan.steps_per_epoch[:] = _steps_per_epoch(pruner, world, vargs.batch_size)
         steps = plan.steps_per_epoch[epoch]
