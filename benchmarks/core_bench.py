@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import time
 
 import torch
@@ -62,7 +63,9 @@ def main() -> None:
                 pruner.epoch_order()
 
             selection = timed(select)
-            print(f"{n:>11,} {method:>10} {per_batch:>15.6f} {epoch_updates:>16.3f} {selection:>12.3f}")
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+            print(f"{n:>11,} {method:>10} {per_batch:>15.6f} {epoch_updates:>16.3f} {selection:>12.3f}"
+                  f"   peak RSS so far {peak:.1f} GiB")
 
 
 if __name__ == "__main__":
