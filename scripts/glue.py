@@ -19,8 +19,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
 import transformers
 from datasets import Dataset, DatasetDict, Value
 from transformers import (

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 
-import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from tiny import tiny_args, tiny_bert, tiny_dataset  # noqa: E402

@@ -1,12 +1,10 @@
 """Two real processes under `accelerate launch` (gloo on CPU): same subsets, every example once, same scores."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launch import launch_two
 
 HERE = Path(__file__).parent
 
@@ -14,12 +12,7 @@ HERE = Path(__file__).parent
 @pytest.mark.slow
 @pytest.mark.parametrize("method,ga", [("emp", 2), ("infobatch", 1)])
 def test_two_processes_select_the_same_subset_and_share_scores(tmp_path, method, ga):
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           str(HERE / "dist_train.py"), str(tmp_path), method, str(ga)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    launch_two(HERE / "dist_train.py", tmp_path, method, ga, timeout=120)
     a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert a["world_size"] == b["world_size"] == 2
     assert a["per_epoch"] == b["per_epoch"]  # same selections, counts and forwarded totals on both ranks

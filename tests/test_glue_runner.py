@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from glue_fixtures import SHARED_GLUE, shared_texts, write_tiny_model
+from launch import LAUNCHERS, launch_two
 
 from emp_hf.glue import TASKS, load_local
 
@@ -86,25 +85,14 @@ def test_glue_tsv_layout_written_by_the_test(tmp_path, monkeypatch):
     assert {"eval_accuracy", "eval_f1", "eval_combined_score"} <= set(results)
 
 
-LAUNCHERS = {
-    "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"],
-    "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
-}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_glue_under_two_processes(tmp_path, launcher):
     data = tmp_path / "glue_data"
     model = write_tiny_model(tmp_path / "model", write_tsv_task(data))
     out = tmp_path / "out"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, *LAUNCHERS[launcher],
-           str(SCRIPT), "--task", "mrpc", "--data_dir", str(data), "--model_name_or_path", str(model),
-           "--output_dir", str(out), *COMMON, "--per_device_train_batch_size", "4"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = launch_two(SCRIPT, "--task", "mrpc", "--data_dir", data, "--model_name_or_path", model,
+                      "--output_dir", out, *COMMON, "--per_device_train_batch_size", "4", launcher=launcher)
     report = json.loads((out / "pruning_report.json").read_text())
     assert report["world_size"] == 2
     # 32 and 16 examples fill whole global batches of 2 x 4: no padding, so forwarded equals the plan

@@ -1,14 +1,12 @@
 """PruningTrainer under the real transformers Trainer, on a tiny BERT built here."""
 
 from __future__ import annotations
-from pathlib import Path
 
 import json
 import math
 
 import pytest
 import torch
-from datasets import Dataset
 from tiny import tiny_args, tiny_bert, tiny_dataset
 from transformers import Trainer, TrainerCallback, default_data_collator
 

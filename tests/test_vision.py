@@ -3,13 +3,11 @@
 import gzip
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launch import launch_two
 
 from emp_hf import PruningConfig
 from emp_hf.vision import ImageData, VisionArguments, apply_variants, build_model, load_image_data, train
@@ -79,12 +77,7 @@ def test_resume_equals_uninterrupted(tmp_path, method):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["emp", "infobatch"])
 def test_two_processes_select_the_same_subset(tmp_path, method):
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           str(ROOT / "tests" / "vision_dist.py"), str(tmp_path), method]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    launch_two(ROOT / "tests" / "vision_dist.py", tmp_path, method)
     a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert a["world"] == 2 and a["per_epoch"] == b["per_epoch"] and a["store"] == b["store"]
     assert a["weights"] == b["weights"]
