@@ -37,6 +37,7 @@ from torch.utils.data import Dataset, IterableDataset
 from transformers import Trainer, TrainingArguments
 
 from .core import POLICIES, DataPruner, PruningConfig, PruningSampler, classification_scores, gather_updates, regression_scores
+from .core.distributed import shutdown
 from .core.report import save_json
 
 logger = logging.getLogger(__name__)
@@ -356,8 +357,8 @@ class PruningTrainer(Trainer):
             per_loss, entropy = classification_scores(logits, labels, self.args.label_smoothing_factor)
         all_idx, all_loss, all_ent = gather_updates(indices, per_loss.detach(), entropy.detach())
         self.pruner.update(all_idx, all_loss, all_ent)
-        weights = self.pruner.loss_weights(indices.detach().cpu())
-        if not torch.all(weights == 1):
+        if self.pruner.weighted:
+            weights = self.pruner.loss_weights(indices.detach().cpu())
             # The Trainer's loss is sum(l_i) / D for some normaliser D (batch size, or tokens across the
             # accumulation window); keep D and weight the terms: sum(w_i l_i) / D.
             denominator = per_loss.detach().sum() / loss.detach()
@@ -380,10 +381,9 @@ class PruningTrainer(Trainer):
         if self.pruner is None:
             return output
         wall = time.time() - (self._train_start or start_time)
-        report = self.pruning_report(train_wall_time_s=wall, train_samples_per_second=None)
-        report["train_samples_per_second"] = (
-            report["forwarded_examples"] / wall if wall > 0 else None
-        )
+        forwarded = self.pruner.report.forwarded_total
+        report = self.pruning_report(train_wall_time_s=wall,
+                                     train_samples_per_second=forwarded / wall if wall > 0 else None)
         if self.args.should_save:
             os.makedirs(self.args.output_dir, exist_ok=True)
             save_json(report, os.path.join(self.args.output_dir, REPORT_FILE))
@@ -421,24 +421,12 @@ class PruningTrainer(Trainer):
 
 
 def release_distributed(trainer: Trainer | None = None) -> None:
-    """End a multi-process run cleanly: free the trainer's DDP wrapper, then the process group.
-
-    A gloo group still alive at interpreter exit aborts the process, and one
-    freed while the DDP reducer holds the last reference deadlocks (its worker
-    thread waits for the GIL that the reducer's destructor holds). Freeing the
-    wrapped model first lets `destroy_process_group` run the group's destructor.
-    """
-    import gc
-
-    import torch.distributed as dist
-
+    """End a multi-process run cleanly: free the trainer's DDP wrapper, then the process group
+    (`emp_hf.core.distributed.shutdown`), so the group is not destroyed from inside DDP's destructor."""
     if trainer is not None:
         trainer.model_wrapped = trainer.model
         trainer.accelerator.free_memory()
-    gc.collect()
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    shutdown()
 
 
 def model_card_section(config: PruningConfig, report_path: str) -> str:

@@ -15,22 +15,16 @@ from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from emp_hf import PruningConfig  # noqa: E402
-from emp_hf.core.distributed import world_size  # noqa: E402
+from emp_hf.core.distributed import shutdown, world_size  # noqa: E402
 from emp_hf.vision import VisionArguments, train  # noqa: E402
 
 
 def main() -> None:
     vargs, pargs = HfArgumentParser((VisionArguments, PruningConfig)).parse_args_into_dataclasses()
     final = train(vargs, pargs).final
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        if dist.get_rank() == 0:
-            print_summary(vargs, pargs, final)
-        dist.barrier()
-        dist.destroy_process_group()
-    else:
+    if int(os.environ.get("RANK", "0")) == 0:
         print_summary(vargs, pargs, final)
+    shutdown()
 
 
 def print_summary(vargs, pargs, final) -> None:

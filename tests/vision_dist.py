@@ -8,6 +8,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from emp_hf import PruningConfig  # noqa: E402
+from emp_hf.core.distributed import shutdown  # noqa: E402
 from emp_hf.vision import VisionArguments, train  # noqa: E402
 
 out, method = sys.argv[1], sys.argv[2]
@@ -20,5 +21,4 @@ with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
                "store": {k: getattr(store, k).tolist() for k in ("loss", "times_trained", "times_selected")},
                "weights": float(sum(p.detach().double().sum() for p in result.model.parameters())),
                "full_epochs": sum(result.pruner.schedule.is_full(e) for e in range(4))}, f)
-dist.barrier()
-dist.destroy_process_group()
+shutdown()

@@ -16,6 +16,21 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def shutdown() -> None:
+    """End a multi-process run: wait for every rank, then destroy the process group.
+
+    A gloo group still alive at interpreter exit aborts the process (PLATFORM.md). Collect garbage
+    first so that no DDP reducer is left holding the group: freed from the reducer's destructor,
+    the group's worker thread waits for the GIL that destructor holds, and the process deadlocks.
+    """
+    import gc
+
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _comm_device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())

@@ -191,6 +191,11 @@ class DataPruner:
         self._ensure_epoch()
         self.report.add_forwarded(self.epoch or 0, count)
 
+    @property
+    def weighted(self) -> bool:
+        """True when this epoch's selection carries loss weights (infobatch's pruning epochs)."""
+        return self._ensure_epoch().weights is not None
+
     def loss_weights(self, indices: Tensor) -> Tensor:
         """Per-example loss weights for a batch (1 except for infobatch's kept well-learned examples)."""
         indices = torch.as_tensor(indices).reshape(-1)

@@ -135,11 +135,11 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         state = torch.load(os.path.join(resume, "state.pt"), map_location="cpu", weights_only=False)
         accelerator.unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        pruner.load_state_dict(state["pruner"])
-        plan.steps_per_epoch = _steps_per_epoch(pruner, world, vargs.batch_size)
+        pruner.load_state_dict(state["pruner"])  # the plan follows at the next epoch's start
         scheduler.load_state_dict(state["scheduler"])
         history, start_epoch = state["history"], state["epoch"] + 1
 
+    pad, flip = AUGMENTATION.get(data.name, (4, True))
     wall_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
     bar = tqdm(range(start_epoch, vargs.epochs), desc="epochs", disable=not (main and vargs.progress))
     for epoch in bar:
@@ -161,13 +161,12 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
             idx = order[b * vargs.batch_size:(b + 1) * vargs.batch_size]
             images, labels = data.train_images[idx], data.train_labels[idx]
             if vargs.augment:
-                pad, flip = AUGMENTATION.get(data.name, (4, True))
                 images = random_crop_flip(images, augment_gen, pad=pad, flip=flip)
             inputs = normalise(images, mean, std)
             with accelerator.autocast():
                 logits = model(inputs)
             loss_i, entropy_i = classification_scores(logits, labels)
-            weights = pruner.loss_weights(idx.cpu()).to(device) if pruner.selection.weights is not None else 1.0
+            weights = pruner.loss_weights(idx.cpu()).to(device) if pruner.weighted else 1.0
             loss = (loss_i * weights).mean()
             accelerator.backward(loss)
             optimizer.step()
@@ -206,8 +205,8 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
 
     wall = history[-1]["elapsed_s"] if history else 0.0
     train_time = sum(h["train_time_s"] for h in history)
-    report = pruner.summary(train_wall_time_s=train_time, wall_time_with_eval_s=wall, world_size=world, dataset=data.name, model=vargs.model,
-                            mixed_precision=accelerator.mixed_precision,
+    report = pruner.summary(train_wall_time_s=train_time, wall_time_with_eval_s=wall, world_size=world,
+                            dataset=data.name, model=vargs.model, mixed_precision=accelerator.mixed_precision,
                             optimizer_steps=plan.total, label_noise=vargs.label_noise,
                             noisy_labels_changed=int(noisy.sum()))
     final = {"test_acc": history[-1]["test_acc"] if history else None, "wall_time_s": wall,
