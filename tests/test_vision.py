@@ -168,6 +168,14 @@ def test_bad_input(tmp_path):
         load_image_data("cifar10", tmp_path / "absent")
     with pytest.raises(ValueError, match="known optimizers"):
         VisionArguments(optimizer="rmsprop")
+    with pytest.raises(ValueError, match=r"`max_train_samples` must be >= 1"):
+        VisionArguments(max_train_samples=0)
+    with pytest.raises(ValueError, match=r"`per_class` must be >= 1"):
+        VisionArguments(per_class=0)
+    with pytest.raises(ValueError, match=r"`momentum` must be in \[0, 1\)"):
+        VisionArguments(momentum=1.0)
+    with pytest.raises(ValueError, match="`weight_decay` must be a finite number >= 0"):
+        VisionArguments(weight_decay=-1e-4)
 
 
 def test_bf16_mixed_precision_through_accelerate(tmp_path, monkeypatch):

@@ -77,6 +77,14 @@ class VisionArguments:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"`lr` must be a positive number, got {self.lr}.")
+        for name in ("max_train_samples", "per_class"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"`{name}` must be >= 1 (or unset), got {value}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum}.")
+        if not (self.weight_decay >= 0.0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"`weight_decay` must be a finite number >= 0, got {self.weight_decay}.")
         if not 0.0 <= self.label_noise < 1.0:
             raise ValueError(f"`label_noise` must be in [0, 1), got {self.label_noise}.")
         if self.save_every < 0:
