@@ -1,23 +1,26 @@
-"""`PruningTrainer`: a `transformers.Trainer` that trains each epoch on the pruned subset.
+"""`PruningMixin`: dynamic data pruning for `transformers.Trainer` and any of its subclasses.
 
-Swap it in for `Trainer`; everything else stays the user's. What it changes:
+    class PruningSeq2SeqTrainer(PruningMixin, Seq2SeqTrainer): ...   # shipped, as is PruningTrainer
 
-* the train sampler is the core's `PruningSampler` (global order, identical on
-  every process; Accelerate shards the batches);
-* each training example carries its positional index (`INDEX_KEY`) through the
-  collator to `compute_loss`, where it is popped before `model(**inputs)`;
-* `compute_loss` returns the Trainer's own loss (times the infobatch weights),
-  and records per-example loss and entropy, gathered from all ranks;
-* the step plan: transformers fixes steps-per-epoch once from
-  `len(train_dataloader)`; here every epoch gets its own length, `max_steps`
-  (the LR horizon) is the sum of the planned per-epoch update steps, and a
-  resumed run finds its epoch from those per-epoch counts;
-* checkpoints carry `pruning_state.pt`; the end of training writes
-  `pruning_report.json` and the model card gains a "Data pruning" section.
+What it changes, and nothing else:
 
-Private Trainer hooks used (transformers 5.x): `_get_train_sampler`,
-`_set_signature_columns_if_needed`, `set_initial_training_values`,
-`_init_training_state`, `_run_epoch`, `_save_checkpoint`, `_finalize_training`.
+* the train sampler is the core's `PruningSampler` (global order, identical on every process;
+  Accelerate shards the batches);
+* each training example travels with its position: the dataset yields (index, example) pairs and the
+  outermost collate function peels the indices off, calls the user's collator on the examples alone and
+  puts the indices into the batch, so custom collators never see them;
+* `training_step` takes the indices out before the Trainer's own step, and a forward hook on the model
+  scores the examples from the training forward pass (`scorers.py`), whatever `compute_loss` does; the
+  loss is untouched (InfoBatch's weights scale each example's gradient at the output rows instead);
+* the step plan: transformers fixes steps-per-epoch once from `len(train_dataloader)`; here every epoch
+  gets its own length, `max_steps` (the LR horizon) is the sum of the planned per-epoch update steps, and
+  a resumed run finds its epoch from those per-epoch counts;
+* checkpoints carry `pruning_state.pt`; the end of training writes `pruning_report.json` and the model
+  card gains a "Data pruning" section.
+
+Every private Trainer hook used is listed and version-checked in `_compat.py`. Anything that would make
+the scores wrong (no index, no logits, no labels, packed rows, the index reaching the model) stops the
+run at the first training step, before any optimizer step, with the cause and the fix.
 """
 
 from __future__ import annotations
@@ -29,18 +32,31 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset
-from transformers import Trainer, TrainingArguments
+from transformers import Seq2SeqTrainer, Trainer, TrainingArguments
 
-from .core import POLICIES, DataPruner, PruningConfig, PruningSampler, classification_scores, gather_updates, regression_scores
+from . import _compat  # noqa: F401  (checks the installed transformers)
+from .core import DataPruner, PruningConfig, PruningSampler, gather_updates
 from .core.distributed import shutdown
 from .core.report import save_json
+from .scorers import (
+    BuiltinScorer,
+    ScorerChoiceError,
+    ScorerFn,
+    check_scores,
+    choose_scorer,
+    describe,
+    output_field,
+    resolve_requested,
+)
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("emp_hf")
 
 #: HfArgumentParser-ready settings; the same dataclass as the core's `PruningConfig`.
 PruningArguments = PruningConfig
@@ -48,11 +64,19 @@ PruningArguments = PruningConfig
 INDEX_KEY = "emp_example_index"
 STATE_FILE = "pruning_state.pt"
 REPORT_FILE = "pruning_report.json"
-LABEL_KEYS = ("labels", "label", "label_ids")
+_LABEL_COLUMNS = ("label", "labels", "label_ids")
+
+
+class IndexedExample(NamedTuple):
+    """A training example and its position in the train dataset (a tuple, so that the Trainer's
+    column-removing collator passes it through untouched)."""
+
+    index: int
+    example: Any
 
 
 class IndexedDataset(Dataset):
-    """Adds each item's position under `INDEX_KEY`; the rest of the item is untouched."""
+    """Yields `IndexedExample(position, item)`; the item itself is untouched (dict, tuple, anything)."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -60,21 +84,33 @@ class IndexedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def _with_index(self, item: Any, index: int) -> dict[str, Any]:
-        if not isinstance(item, Mapping):
-            raise TypeError(
-                f"PruningTrainer needs training examples that are dicts (got {type(item).__name__}): "
-                "the example index travels as one more key."
-            )
-        return {**item, INDEX_KEY: index}
+    def __getitem__(self, index: int) -> IndexedExample:
+        return IndexedExample(int(index), self.dataset[index])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self._with_index(self.dataset[index], int(index))
-
-    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+    def __getitems__(self, indices: list[int]) -> list[IndexedExample]:
         getitems = getattr(self.dataset, "__getitems__", None)
         items = getitems(indices) if getitems is not None else [self.dataset[i] for i in indices]
-        return [self._with_index(item, int(i)) for item, i in zip(items, indices)]
+        return [IndexedExample(int(i), item) for i, item in zip(indices, items)]
+
+
+class IndexingCollator:
+    """The outermost collate function: the user's collator sees the examples alone, the batch gets the indices."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def __call__(self, features: list[IndexedExample]) -> MutableMapping[str, Any]:
+        indices = torch.tensor([f.index for f in features], dtype=torch.int64)
+        batch = self.collator([f.example for f in features])
+        if not isinstance(batch, MutableMapping):
+            raise TypeError(
+                f"The data collator returned a {type(batch).__name__}; the Trainer calls `model(**batch)`, so it "
+                "must return a dict of tensors (PruningTrainer adds the example index to it)."
+            )
+        if INDEX_KEY in batch:
+            raise ValueError(f"The collated batch already has a key {INDEX_KEY!r}, which PruningTrainer uses.")
+        batch[INDEX_KEY] = indices
+        return batch
 
 
 class PlannedSampler(PruningSampler):
@@ -96,46 +132,68 @@ class PlannedSampler(PruningSampler):
         return self._assumed if self._assumed is not None else super().__len__()
 
 
-def _label_key(dataset: Any) -> str | None:
-    """The dataset's label column (from `column_names`, or the first item's keys)."""
+def label_column(dataset: Any, label_names: list[str] | None) -> Tensor | None:
+    """1-D integer class labels of a `datasets.Dataset`, for the report's per-class section only.
+
+    Best effort: any other label form (token labels, multi-label vectors, floats, no labels, a torch
+    Dataset) skips that section of the report, never the run."""
     columns = getattr(dataset, "column_names", None)
     if columns is None:
-        first = dataset[0]
-        columns = list(first.keys()) if isinstance(first, Mapping) else []
-    return next((k for k in LABEL_KEYS if k in columns), None)
-
-
-def _label_column(dataset: Any) -> torch.Tensor | None:
-    """Integer class labels of a `datasets.Dataset`, for the per-class report; None when not available."""
-    key = _label_key(dataset)
-    if key is None or getattr(dataset, "column_names", None) is None:
+        return None
+    key = next((k for k in [*(label_names or []), *_LABEL_COLUMNS] if k in columns), None)
+    if key is None:
         return None
     try:
-        return torch.as_tensor(dataset[key])
-    except (TypeError, ValueError):
+        labels = torch.as_tensor(dataset[key])
+    except (TypeError, ValueError, RuntimeError):
         return None
+    if labels.dim() != 1 or labels.is_floating_point() or labels.numel() != len(dataset) or labels.numel() == 0:
+        return None
+    return labels if int(labels.min()) >= 0 else None
 
 
-class PruningTrainer(Trainer):
-    """`Trainer` with dynamic data pruning; `pruning_args` defaults to `PruningArguments()` (EMP, prune 0.5)."""
+@dataclass
+class _Step:
+    """What one training step's forward hook needs and leaves behind."""
 
-    def __init__(self, *args: Any, pruning_args: PruningConfig | None = None, **kwargs: Any) -> None:
+    indices: Tensor
+    inputs: Mapping[str, Any]
+    forwards: int = 0
+    scores: tuple[Tensor, Tensor] | None = None
+
+
+class PruningMixin:
+    """Dynamic data pruning for a `transformers.Trainer` subclass: put it first in the bases.
+
+    `pruning_args` defaults to `PruningArguments()` (EMP, prune 0.5). `scorer` picks how examples are
+    scored: "auto" (default: chosen from the model and the first batch, and logged), a built-in name
+    (`emp_hf.scorers.SCORER_NAMES`), or a callable `(outputs, inputs) -> (loss[B], entropy[B])`.
+    """
+
+    def __init__(self, *args: Any, pruning_args: PruningConfig | None = None,
+                 scorer: str | ScorerFn | None = None, **kwargs: Any) -> None:
         self.pruning_args = pruning_args if pruning_args is not None else PruningArguments()
         if not isinstance(self.pruning_args, PruningConfig):
             raise TypeError(f"`pruning_args` must be a PruningArguments, got {type(self.pruning_args).__name__}.")
+        self._requested_scorer, self._user_scorer = resolve_requested(scorer)
         # Refuse bad input before the parent's checks, whose messages do not mention pruning.
-        bound = inspect.signature(Trainer.__init__).bind(self, *args, **kwargs).arguments
+        bound = inspect.signature(super().__init__).bind(*args, **kwargs).arguments
         if bound.get("args") is not None:
             self._check_args(bound["args"])
         if bound.get("train_dataset") is not None:
-            self._check_train_dataset(bound["train_dataset"], bound.get("compute_loss_func"))
+            self._check_train_dataset(bound["train_dataset"])
         super().__init__(*args, **kwargs)
+        logger.setLevel(self.args.get_process_log_level())  # follow the Trainer's verbosity (log_level)
         self.pruner: DataPruner | None = None
         self._pruning_sampler: PlannedSampler | None = None
         self._epoch_batches: list[int] = []
         self._epoch_updates: list[int] = []
         self._planning_dataloader = None
         self._train_start: float | None = None
+        self._scorer: ScorerFn | None = self._user_scorer
+        self._step: _Step | None = None
+        self._hooked: torch.nn.Module | None = None
+        self._hook_handle: torch.utils.hooks.RemovableHandle | None = None
         self._check_args(self.args)
 
     # ------------------------------------------------------------ checks
@@ -159,7 +217,7 @@ class PruningTrainer(Trainer):
                 "sampler decides each epoch's examples and shuffles them itself. Use the default 'random'."
             )
 
-    def _check_train_dataset(self, dataset: Any, compute_loss_func: Any = None) -> None:
+    def _check_train_dataset(self, dataset: Any) -> None:
         if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
             raise ValueError(
                 "PruningTrainer needs a map-style `train_dataset` with a length (e.g. `datasets.Dataset`): "
@@ -168,53 +226,64 @@ class PruningTrainer(Trainer):
             )
         if len(dataset) == 0:
             raise ValueError("`train_dataset` is empty: there is nothing to train on or prune.")
-        if INDEX_KEY in (getattr(dataset, "column_names", None) or []):
-            raise ValueError(f"`train_dataset` already has a column named {INDEX_KEY!r}, which PruningTrainer uses.")
-        if POLICIES[self.pruning_args.method].uses_scores and _label_key(dataset) is None:
+
+    def _check_collator_takes(self, dataset: Any) -> None:
+        """transformers' default collators need dict examples; say so instead of failing inside them."""
+        from transformers import DataCollatorWithPadding, default_data_collator
+
+        first = dataset[0]
+        default = self.data_collator is default_data_collator or isinstance(self.data_collator, DataCollatorWithPadding)
+        if default and not isinstance(first, Mapping):
             raise ValueError(
-                f"Method {self.pruning_args.method!r} scores each example by its loss, so `train_dataset` needs "
-                f"a label column (one of {', '.join(LABEL_KEYS)}). Add labels, or use a method that reads no "
-                f"scores ({', '.join(sorted(k for k, v in POLICIES.items() if not v.uses_scores))})."
+                f"`train_dataset` items are {type(first).__name__}s, but the Trainer's default data collator needs "
+                "dicts (feature name -> value). Return dicts from the dataset, or pass a `data_collator` that turns "
+                "your items into a dict batch for `model(**batch)`."
             )
 
     # --------------------------------------------------------- dataloader
-    def _set_signature_columns_if_needed(self) -> None:
-        super()._set_signature_columns_if_needed()
-        if INDEX_KEY not in self._signature_columns:
-            self._signature_columns.append(INDEX_KEY)
-
     def _build_pruner(self, dataset: Any) -> DataPruner:
         return DataPruner(
             len(dataset),
             int(self.args.num_train_epochs),
             self.pruning_args,
             seed=self.args.seed,
-            labels=_label_column(dataset),
+            labels=label_column(dataset, self.label_names),
         )
 
     def get_train_dataloader(self):
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
         self._check_args(self.args)
-        self._check_train_dataset(self.train_dataset, self.compute_loss_func)
+        self._check_train_dataset(self.train_dataset)
         dataset = self.train_dataset
+        self._check_collator_takes(dataset)
         self.pruner = self._build_pruner(dataset)
+        self._hook_model()
         self._train_start = None
         try:
             import datasets
 
-            if isinstance(dataset, datasets.Dataset):
-                dataset = self._remove_unused_columns(dataset, description="training")
+            is_hf_dataset = isinstance(dataset, datasets.Dataset)
         except ImportError:
-            pass
+            is_hf_dataset = False
+        if is_hf_dataset:
+            dataset = self._remove_unused_columns(dataset, description="training")
+            inner = self.data_collator
+        else:
+            inner = self._get_collator_with_removed_columns(self.data_collator, description="training")
         self._pruning_sampler = PlannedSampler(self.pruner)
-        return self._get_dataloader(
-            dataset=IndexedDataset(dataset),
-            description="Training",
-            batch_size=self._train_batch_size,
-            sampler_fn=lambda _: self._pruning_sampler,
-            is_training=True,
-        )
+        # `_get_dataloader` reads `self.data_collator`: hand it the indexing collator for this one call.
+        user_collator, self.data_collator = self.data_collator, IndexingCollator(inner)
+        try:
+            return self._get_dataloader(
+                dataset=IndexedDataset(dataset),
+                description="Training",
+                batch_size=self._train_batch_size,
+                sampler_fn=lambda _: self._pruning_sampler,
+                is_training=True,
+            )
+        finally:
+            self.data_collator = user_collator
 
     # --------------------------------------------------------- step plan
     def set_initial_training_values(self, args, dataloader):
@@ -225,14 +294,17 @@ class PruningTrainer(Trainer):
         self._planning_dataloader = dataloader  # the prepared loader, before any skip-wrapping on resume
         self._plan_steps(dataloader)
         max_steps = sum(self._epoch_updates)
-        planned_examples = sum(self.pruner.plan())
+        plan = self.pruner.plan()
+        planned_examples = sum(plan)
         full = num_examples * num_train_epochs
+        saved = 1 - planned_examples / full
         logger.info(
-            "  Data pruning: method %s, prune %s; examples per epoch %s; %d of %d examples (%.1f%% saved%s); "
+            "Data pruning: method %s, prune %s; examples per epoch %s; %d of %d examples (%.1f%% saved%s); "
             "optimizer steps %d",
-            self.pruning_args.method, self.pruning_args.prune, self.pruner.plan(), planned_examples, full,
-            100 * (1 - planned_examples / full), "" if self.pruner.exact_plan else ", estimated", max_steps,
+            self.pruning_args.method, self.pruning_args.prune, plan, planned_examples, full,
+            100 * saved, "" if self.pruner.exact_plan else ", estimated", max_steps,
         )
+        self._warn_if_little_is_pruned(plan, num_examples, saved)
         return (
             num_train_epochs,
             self._epoch_updates[0],
@@ -241,6 +313,21 @@ class PruningTrainer(Trainer):
             total_train_batch_size,
             self._epoch_batches[0],
             max_steps,
+        )
+
+    def _warn_if_little_is_pruned(self, plan: list[int], num_examples: int, saved: float) -> None:
+        prune = self.pruning_args.prune
+        if prune == 0 or self.pruning_args.method == "full":
+            return
+        pruning_epochs = sum(size < num_examples for size in plan)
+        if saved >= prune / 2:
+            return
+        anneal = self.pruner.config.effective_anneal
+        logger.warning(
+            "Data pruning will save only %.1f%% of the examples (prune %s): %d of %d epochs prune; epoch 0 is always "
+            "full and anneal=%s keeps the last %d epoch(s) full. Train more epochs, or lower `anneal` (0 turns the "
+            "annealing off).",
+            100 * saved, prune, pruning_epochs, len(plan), anneal, self.pruner.schedule.num_anneal_epochs,
         )
 
     def _plan_steps(self, dataloader) -> None:
@@ -254,7 +341,9 @@ class PruningTrainer(Trainer):
         ga = self.args.gradient_accumulation_steps
         self._epoch_updates = [math.ceil(b / ga) for b in self._epoch_batches]
 
-    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):
+    def _init_training_state(
+        self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+    ):
         epochs_trained, steps_in_epoch_done = super()._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
@@ -267,7 +356,7 @@ class PruningTrainer(Trainer):
                 "so the pruning scores and selection cannot be restored."
             )
         assert self.pruner is not None
-        self.pruner.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=False))
+        self.pruner.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
         # The restored state knows the real sizes of the epochs already run (infobatch's differ from the plan).
         self._plan_steps(self._planning_dataloader)
         self.state.max_steps = sum(self._epoch_updates)
@@ -334,44 +423,128 @@ class PruningTrainer(Trainer):
         if not retargeted:
             logger.warning("Could not move the LR scheduler's horizon to the re-estimated %d steps.", total)
 
-    # ----------------------------------------------------------- the loss
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        indices = inputs.pop(INDEX_KEY, None)
-        if indices is None or not model.training or self.pruner is None:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        labels = next((inputs[k] for k in LABEL_KEYS if k in inputs), None)
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        logits = outputs.get("logits") if isinstance(outputs, Mapping) else outputs[1]
-        if (labels is None or logits is None) and not self.pruner.policy.uses_scores:
+    # ------------------------------------------------------- the scores
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The Trainer's own step, with the example indices taken out of the batch first and the examples
+        scored from the training forward pass (a forward hook), whatever `compute_loss` does."""
+        if not isinstance(inputs, MutableMapping) or INDEX_KEY not in inputs:
+            raise RuntimeError(
+                "The training batch carries no example index, so pruning cannot tell which examples were trained. "
+                "Cause: a `get_train_dataloader` override replaced PruningMixin's dataloader. Build the dataloader "
+                "with `super().get_train_dataloader()`."
+            )
+        assert self.pruner is not None
+        indices = inputs.pop(INDEX_KEY)
+        self._step = _Step(indices=indices, inputs=dict(inputs))
+        try:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            step = self._step
+        finally:
+            self._step = None
+        if step.forwards == 0:
+            raise RuntimeError(
+                "No forward pass of the model was seen in this training step, so nothing was scored. Cause: a "
+                "`compute_loss` or `training_step` override that calls another module than `trainer.model`. Call "
+                "`model(**inputs)` on the model the Trainer passes, or use a method that reads no scores."
+            )
+        if step.forwards > 1 and self.pruner.policy.uses_scores:
+            raise RuntimeError(
+                f"The model ran {step.forwards} forward passes with gradients in one training step; the scores of "
+                "the first would be taken for the whole step. Pass a `scorer=` that fits your loss, or use a method "
+                "that reads no scores (random, static_random, full)."
+            )
+        if step.scores is None:
             (all_idx,) = gather_updates(indices)
             self.pruner.count_forwarded(all_idx.numel())
-            return (loss, outputs) if return_outputs else loss
-        if labels is None or logits is None:
-            raise ValueError(
-                "PruningTrainer scores examples from the model's `logits` and the batch's `labels`; this batch "
-                "has " + ("no labels." if labels is None else "no logits in the model output.")
-            )
-        if logits.shape[-1] == 1 and labels.is_floating_point():
-            per_loss, entropy = regression_scores(logits, labels)
         else:
-            per_loss, entropy = classification_scores(logits, labels, self.args.label_smoothing_factor)
-        all_idx, all_loss, all_ent = gather_updates(indices, per_loss.detach(), entropy.detach())
-        self.pruner.update(all_idx, all_loss, all_ent)
+            all_idx, all_loss, all_ent = gather_updates(indices, *step.scores)
+            self.pruner.update(all_idx, all_loss, all_ent)
+        return loss
+
+    def _hook_model(self) -> None:
+        """Put the scoring hook on the user's model, before Accelerate wraps it (DDP, FSDP and DeepSpeed call
+        the wrapped module, so the hook fires inside them); once per model."""
+        if self._hooked is self.model:
+            return
+        if self._hook_handle is not None:
+            self._hook_handle.remove()
+        self._hook_handle = self.model.register_forward_hook(self._on_forward, with_kwargs=True)
+        self._hooked = self.model
+
+    def _on_forward(self, module: torch.nn.Module, args: Any, kwargs: dict[str, Any], outputs: Any) -> None:
+        if INDEX_KEY in kwargs:
+            raise RuntimeError(
+                f"The example index ({INDEX_KEY!r}) reached the model's forward: a `training_step` override did "
+                "not call PruningMixin's, so the examples are not being scored. Call `super().training_step(...)`."
+            )
+        step = self._step
+        if step is None or not torch.is_grad_enabled():
+            return  # evaluation, or a no-grad forward for metrics (TRL)
+        step.forwards += 1
+        if step.forwards > 1:
+            return
+        assert self.pruner is not None
+        batch = step.indices.numel()
+        if self.pruner.policy.uses_scores:
+            scorer = self._scorer_for(outputs, step.inputs)
+            with torch.no_grad():
+                step.scores = check_scores(scorer(outputs, step.inputs), batch, scorer)
         if self.pruner.weighted:
-            weights = self.pruner.loss_weights(indices.detach().cpu())
-            # The Trainer's loss is sum(l_i) / D for some normaliser D (batch size, or tokens across the
-            # accumulation window); keep D and weight the terms: sum(w_i l_i) / D.
-            denominator = per_loss.detach().sum() / loss.detach()
-            if torch.isfinite(denominator) and denominator > 0:
-                loss = (per_loss * weights.to(per_loss.device)).sum() / denominator
-        return (loss, outputs) if return_outputs else loss
+            self._weight_gradients(outputs, step.indices)
+
+    def _scorer_for(self, outputs: Any, inputs: Mapping[str, Any]) -> ScorerFn:
+        if self._scorer is None:
+            label_key = self._label_key(inputs)
+            try:
+                self._scorer = choose_scorer(self._hooked, outputs, inputs, label_key, self.args.label_smoothing_factor,
+                                             self._requested_scorer)
+            except ScorerChoiceError as error:
+                raise ValueError(f"PruningTrainer (method {self.pruning_args.method!r}): {error}") from None
+            logger.info("Data pruning scores each example by the %s. Override with `scorer=` (a built-in name or a "
+                        "callable (outputs, inputs) -> (loss, entropy)).", describe(self._scorer))
+        return self._scorer
+
+    def _label_key(self, inputs: Mapping[str, Any]) -> str | None:
+        """The batch key of the labels by the Trainer's own rule (`label_names`: the argument, else the
+        model's label parameters); None where that is ambiguous (several label keys)."""
+        names = list(self.label_names or [])
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            return "labels" if "labels" in inputs else None
+        raise ValueError(
+            f"The model takes several label inputs ({names}); no built-in scorer knows how they combine into one "
+            "loss per example. Pass `scorer=` (a callable (outputs, inputs) -> (loss, entropy)), or use a method "
+            "that reads no scores."
+        )
+
+    def _weight_gradients(self, outputs: Any, indices: Tensor) -> None:
+        """InfoBatch's loss weights w_i, applied to the gradient of each example's output row.
+
+        For a loss that is a sum of per-example terms over a normaliser D (every Trainer loss: batch mean,
+        token mean with `num_items_in_batch`, label smoothing, a custom per-example loss), scaling row i of
+        the gradient at the outputs by w_i gives exactly the gradient of sum_i w_i l_i / D, with the
+        Trainer's own D and without touching its loss (tested against that sum)."""
+        assert self.pruner is not None
+        scorer = self._scorer
+        rows = scorer.grad_rows(outputs) if isinstance(scorer, BuiltinScorer) else output_field(outputs, "logits")
+        if not isinstance(rows, Tensor) or rows.shape[:1] != indices.shape[:1] or not rows.requires_grad:
+            raise RuntimeError(
+                f"Method {self.pruning_args.method!r} weights each kept example's loss, which needs an output tensor "
+                "with one row per example in the autograd graph (`logits`, or TRL's `log_probs`); this model's "
+                "training output has none. Use a method without loss weights (emp, random, ucb, ...)."
+            )
+        weights = self.pruner.loss_weights(indices).to(device=rows.device, dtype=rows.dtype)
+        shape = (-1,) + (1,) * (rows.dim() - 1)
+        rows.register_hook(lambda grad: grad * weights.view(shape))
 
     # --------------------------------------------------- checkpoints/end
     def _save_checkpoint(self, model, trial):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         if self.pruner is not None and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            folder = os.path.join(self._get_output_dir(trial=trial),
+                                  f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
             torch.save(self.pruner.state_dict(), os.path.join(folder, STATE_FILE))
         super()._save_checkpoint(model, trial)
@@ -452,3 +625,11 @@ def model_card_section(config: PruningConfig, report_path: str) -> str:
             f"{report.get('train_wall_time_s', float('nan')):.1f} s. Details: `{REPORT_FILE}`.",
         ]
     return "\n".join(lines) + "\n"
+
+
+class PruningTrainer(PruningMixin, Trainer):
+    """`transformers.Trainer` with dynamic data pruning (see `PruningMixin`)."""
+
+
+class PruningSeq2SeqTrainer(PruningMixin, Seq2SeqTrainer):
+    """`transformers.Seq2SeqTrainer` with dynamic data pruning; generation-based evaluation is unchanged."""

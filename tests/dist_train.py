@@ -8,7 +8,6 @@ import json
 import os
 import sys
 
-
 sys.path.insert(0, os.path.dirname(__file__))
 from tiny import tiny_args, tiny_bert, tiny_dataset  # noqa: E402
 
@@ -17,10 +16,9 @@ from emp_hf.trainer import INDEX_KEY, release_distributed  # noqa: E402
 
 
 class RecordingTrainer(PruningTrainer):
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training and INDEX_KEY in inputs:
-            self.local_seen.setdefault(self.pruner.epoch, []).extend(inputs[INDEX_KEY].tolist())
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.local_seen.setdefault(self.pruner.epoch, []).extend(inputs[INDEX_KEY].tolist())
+        return super().training_step(model, inputs, num_items_in_batch)
 
 
 def main(out_dir: str, method: str, ga: int) -> None:

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_glue_runner import write_tsv_task
 from glue_fixtures import write_tiny_model
+from test_glue_runner import write_tsv_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

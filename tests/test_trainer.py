@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from grads import weighted_reference
 from tiny import tiny_args, tiny_bert, tiny_dataset
 from transformers import Trainer, TrainerCallback, default_data_collator
 
@@ -47,7 +48,7 @@ def make(tmp_path, n=30, pruning=None, callbacks=(), dataset=None, **arg_overrid
 
 # ---------------------------------------------------------------- indices
 def test_index_reaches_the_loss_and_never_the_model(tmp_path):
-    trainer = make(tmp_path, pruning=PruningArguments(method="random", prune=0.5, anneal=0.0))
+    trainer = make(tmp_path, pruning=PruningArguments(method="emp", prune=0.5, anneal=0.0))
     seen_kwargs = []
     trainer.model.register_forward_pre_hook(lambda mod, args, kwargs: seen_kwargs.append(set(kwargs)),
                                             with_kwargs=True)
@@ -87,53 +88,88 @@ def test_recorded_scores_are_the_float32_loss_and_entropy_of_the_batch(tmp_path)
 
 
 # ------------------------------------------------------------------- loss
-def batch_of(trainer, n=6):
+def batch_of(n=6):
     data = tiny_dataset(n)
-    features = [{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"], "labels": r["label"],
-                 INDEX_KEY: i} for i, r in enumerate(data)]
+    features = [{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"], "labels": r["label"]}
+                for r in data]
     return default_data_collator(features)
+
+
+def step_grads(trainer, model, batch, num_items=None):
+    """Gradients left by one training step (our training_step, or a plain Trainer's)."""
+    model.zero_grad()
+    trainer.training_step(model, dict(batch), num_items_in_batch=num_items)
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def prepared(tmp_path, method, **overrides):
+    trainer = make(tmp_path, pruning=PruningArguments(method=method, prune=0.5, anneal=0.0), **overrides)
+    trainer.get_train_dataloader()  # builds the pruner
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps  # set by train()
+    return trainer
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("num_items", [None, 12])
-def test_loss_equals_the_plain_trainers_loss(tmp_path, smoothing, num_items):
+def test_loss_and_gradients_equal_the_plain_trainers(tmp_path, smoothing, num_items):
     for method in ("emp", "infobatch"):
-        pruning = make(tmp_path, pruning=PruningArguments(method=method, prune=0.5), label_smoothing_factor=smoothing,
-                       gradient_accumulation_steps=2)
+        pruning = prepared(tmp_path, method, label_smoothing_factor=smoothing, gradient_accumulation_steps=2)
         plain = Trainer(model=pruning.model, args=pruning.args, train_dataset=tiny_dataset(30))
-        pruning.get_train_dataloader()  # builds the pruner, epoch 0 (weights 1)
-        pruning.model.train()
-        batch = batch_of(pruning)
-        ours = pruning.compute_loss(pruning.model, dict(batch), num_items_in_batch=num_items)
-        batch.pop(INDEX_KEY)
-        theirs = plain.compute_loss(pruning.model, dict(batch), num_items_in_batch=num_items)
-        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+        plain.create_optimizer()
+        plain.current_gradient_accumulation_steps = 2
+        batch = batch_of()
+        theirs = step_grads(plain, pruning.model, batch, num_items)
+        ours_batch = {**batch, INDEX_KEY: torch.arange(6)}
+        pruning.model.zero_grad()
+        ours_loss = pruning.training_step(pruning.model, dict(ours_batch), num_items_in_batch=num_items)
+        ours = {n: p.grad.clone() for n, p in pruning.model.named_parameters() if p.grad is not None}
+        pruning.model.zero_grad()
+        theirs_loss = plain.training_step(pruning.model, dict(batch), num_items_in_batch=num_items)
+        torch.testing.assert_close(ours_loss, theirs_loss, rtol=1e-6, atol=1e-7)
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            torch.testing.assert_close(ours[name], theirs[name], rtol=1e-6, atol=1e-7)
 
 
-def test_infobatch_loss_is_weighted(tmp_path):
-    trainer = make(tmp_path, pruning=PruningArguments(method="infobatch", prune=0.5, anneal=0.0))
-    trainer.get_train_dataloader()
-    trainer.model.train()
-    batch = batch_of(trainer)
+@pytest.mark.parametrize("num_items", [None, 12])
+def test_infobatch_gradient_is_that_of_the_weighted_loss(tmp_path, num_items):
+    """In a pruning epoch (weights 1 and 2), the step's gradient equals that of sum(w_i l_i) / D for the
+    Trainer's own normaliser D (the batch size, or `num_items_in_batch` across the accumulation window)."""
+    trainer = prepared(tmp_path, "infobatch", gradient_accumulation_steps=2)
     trainer.pruner.set_epoch(0)
     trainer.pruner.update(torch.arange(30), torch.arange(30.0))  # 0..14 below the mean 14.5
     trainer.pruner.set_epoch(1)
-    weights = trainer.pruner.loss_weights(torch.arange(6))
-    assert set(weights.tolist()) <= {1.0, 2.0} and weights.max() == 2.0
-    loss = trainer.compute_loss(trainer.model, dict(batch))
-    logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    per = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
-    torch.testing.assert_close(loss, (per * weights).sum() / 6, rtol=1e-5, atol=1e-6)
+    kept = trainer.pruner.selection.indices
+    index = torch.cat([kept[kept < 15][:3], kept[kept >= 15][:3]])  # three weighted (below the mean), three not
+    weights = trainer.pruner.loss_weights(index)
+    assert weights.tolist() == [2.0] * 3 + [1.0] * 3  # the premise: a mixed batch
+    model, batch = trainer.model, batch_of()
+    ours = step_grads(trainer, model, {**batch, INDEX_KEY: index}, num_items)
+
+    plain = Trainer(model=model, args=trainer.args, train_dataset=tiny_dataset(30))
+    plain.current_gradient_accumulation_steps = 2
+    plain_grads = step_grads(plain, model, batch, num_items)
+    plain_loss = plain.training_step(model, dict(batch), num_items_in_batch=num_items)  # sum(l_i) / D
+    model.zero_grad()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    per_example = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
+    denominator = per_example.sum().detach() / plain_loss
+    # BERT's classification loss is a batch mean (it ignores num_items_in_batch): D = 6, times GA=2 without it
+    assert float(denominator) == pytest.approx(12 if num_items is None else 6)
+    expected = weighted_reference(model, per_example, weights, denominator, plain_grads)
+    for name, grad in expected.items():
+        torch.testing.assert_close(ours[name], grad, rtol=1e-5, atol=1e-7)
+    trainer.pruner.set_epoch(0)  # weights 1 again
+    unweighted = step_grads(trainer, model, {**batch, INDEX_KEY: index}, num_items)
+    assert not torch.allclose(ours["classifier.weight"], unweighted["classifier.weight"])  # the weights mattered
 
 
 def test_nonfinite_losses_do_not_corrupt_scores(tmp_path):
-    trainer = make(tmp_path, pruning=PruningArguments(method="emp", prune=0.5))
-    trainer.get_train_dataloader()
-    trainer.model.train()
-    batch = batch_of(trainer)
+    trainer = prepared(tmp_path, "emp")
     with torch.no_grad():
         trainer.model.classifier.weight[0, 0] = float("nan")
-    trainer.compute_loss(trainer.model, dict(batch))
+    trainer.training_step(trainer.model, {**batch_of(), INDEX_KEY: torch.arange(6)})
     assert trainer.pruner.store.nonfinite_count == 6
     assert not bool(trainer.pruner.store.seen.any())
 
@@ -228,6 +264,27 @@ def test_resume_from_a_plain_trainer_checkpoint_is_refused(tmp_path):
         again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-8"))
 
 
+def test_a_crafted_pruning_state_is_refused_and_does_not_run(tmp_path):
+    import pickle
+
+    trainer = make(tmp_path, num_train_epochs=2, save_strategy="epoch",
+                   pruning=PruningArguments(method="emp", prune=0.5))
+    trainer.train()
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with open(tmp_path / "checkpoint-8" / STATE_FILE, "wb") as f:
+        pickle.dump({"state": Payload()}, f)
+    again = make(tmp_path, num_train_epochs=3, save_strategy="epoch",
+                 pruning=PruningArguments(method="emp", prune=0.5))
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-8"))
+    assert not marker.exists()
+
+
 # ---------------------------------------------------------------- reporting
 def test_report_logs_and_model_card(tmp_path):
     trainer = make(tmp_path, pruning=PruningArguments(method="emp", prune=0.5), eval_strategy="epoch",
@@ -282,8 +339,8 @@ def test_bad_input_is_refused_before_training(tmp_path):
         PruningArguments(method="nope")
     with pytest.raises(ValueError, match="`prune`"):
         PruningArguments(prune=1.2)
-    with pytest.raises(ValueError, match="needs a label column"):
-        make(tmp_path, dataset=tiny_dataset(8).remove_columns(["label"]), pruning=PruningArguments())
+    with pytest.raises(ValueError, match="no labels under 'labels'"):
+        make(tmp_path, dataset=tiny_dataset(8).remove_columns(["label"]), pruning=PruningArguments()).train()
     with pytest.raises(ValueError, match="max_steps=5"):
         make(tmp_path, max_steps=5)
     with pytest.raises(ValueError, match="whole number"):
@@ -319,7 +376,11 @@ def test_push_to_hub_uploads_report_and_card(tmp_path, monkeypatch):
                                  for f in os.listdir(folder_path)
                                  if not any(fnmatch.fnmatch(f, p) for p in ignore_patterns)}
 
-    monkeypatch.setattr(hf_trainer, "hf_api", lambda: FakeHub())
+    if hasattr(hf_trainer, "hf_api"):  # transformers >= 5.x: one client object
+        monkeypatch.setattr(hf_trainer, "hf_api", lambda: FakeHub())
+    else:  # earlier 5.x: module-level functions
+        monkeypatch.setattr(hf_trainer, "create_repo", lambda name, **kw: FakeHub().create_repo(name, **kw))
+        monkeypatch.setattr(hf_trainer, "upload_folder", lambda **kw: FakeHub().upload_folder(**kw))
     trainer = make(tmp_path / "pruned-run", pruning=PruningArguments(method="emp", prune=0.5))
     trainer.train()
     trainer.push_to_hub()

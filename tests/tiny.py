@@ -51,3 +51,52 @@ def tiny_args(tmp_path, **overrides) -> TrainingArguments:
     )
     settings.update(overrides)
     return TrainingArguments(**settings)
+
+
+def tiny_gpt2(seed: int = 0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=40, n_positions=32, n_embd=16, n_layer=1, n_head=2, resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return GPT2LMHeadModel(config)
+
+
+def tiny_t5(seed: int = 0):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=40, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2,
+                      dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=2)
+    return T5ForConditionalGeneration(config)
+
+
+def tiny_bert_for(head: str, num_labels: int = 3, seed: int = 0, **config_overrides):
+    """A tiny BERT with another head: 'token' (token classification) or 'multi_label'."""
+    from transformers import BertForTokenClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=32, num_labels=num_labels, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, **config_overrides,
+    )
+    if head == "token":
+        return BertForTokenClassification(config)
+    config.problem_type = "multi_label_classification"
+    return BertForSequenceClassification(config)
+
+
+def ragged_lm_dataset(n: int = 12, seed: int = 0, max_len: int = 10) -> Dataset:
+    """Pre-padded causal-LM rows of different lengths: pad id 0, labels -100 on padding (run_clm without
+    grouping, or an SFT script that pads itself)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = {"input_ids": [], "attention_mask": [], "labels": []}
+    for _ in range(n):
+        length = int(torch.randint(3, max_len + 1, (1,), generator=g))
+        ids = torch.randint(3, 40, (length,), generator=g).tolist()
+        pad = max_len - length
+        rows["input_ids"].append(ids + [0] * pad)
+        rows["attention_mask"].append([1] * length + [0] * pad)
+        rows["labels"].append(ids + [-100] * pad)
+    return Dataset.from_dict(rows)

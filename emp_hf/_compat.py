@@ -1,0 +1,73 @@
+"""Every private piece of `transformers.Trainer` that emp-hf relies on, in one place.
+
+transformers changes its private hooks between minor releases; a pruning Trainer that silently stops
+being called would train on the wrong subset or with the wrong step plan. So the hooks are listed
+here, checked against the installed version at import, and an unsupported version is refused with
+the range that is tested (CI runs the trainer tests on both ends of it).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import transformers
+from packaging.version import Version
+
+MIN_TRANSFORMERS = Version("5.3.0")  # the first release with `_run_epoch`/`_init_training_state`/`_finalize_training`
+MAX_TRANSFORMERS_EXCLUSIVE = Version("6.0.0")
+
+#: Trainer methods PruningMixin overrides or calls, with the parameters it passes by name or position.
+TRAINER_HOOKS: dict[str, tuple[str, ...]] = {
+    # the per-epoch step plan: transformers fixes one epoch length; we give every epoch its own
+    "set_initial_training_values": ("args", "dataloader"),
+    # locate the resumed epoch from per-epoch step counts, restore the pruning state
+    "_init_training_state": ("max_steps", "num_update_steps_per_epoch", "num_train_epochs",
+                             "resume_from_checkpoint", "trial"),
+    # select the epoch's examples and pass its own length
+    "_run_epoch": ("model", "epoch", "train_dataloader", "steps_in_epoch", "num_update_steps_per_epoch"),
+    # the pruning state goes into the checkpoint folder before the Trainer's own files
+    "_save_checkpoint": ("model", "trial"),
+    "_get_output_dir": ("trial",),
+    # the report and its metrics at the end of training
+    "_finalize_training": ("trial", "num_train_samples", "start_time"),
+    # build the train dataloader with the Trainer's own settings (workers, pin_memory, Accelerate prepare)
+    "_get_dataloader": ("dataset", "description", "batch_size", "sampler_fn", "is_training"),
+    # drop unused columns (`datasets` ones up front, others in the collator) before the index wrapper
+    "_remove_unused_columns": ("dataset", "description"),
+    "_get_collator_with_removed_columns": ("data_collator", "description"),
+    # the per-example scores are taken around the Trainer's own training step
+    "training_step": ("model", "inputs", "num_items_in_batch"),
+}
+#: Trainer attributes read: the train batch size, the label keys, label smoothing.
+TRAINER_ATTRIBUTES = ("_train_batch_size", "label_names")
+
+
+def check_transformers(version: str = transformers.__version__) -> None:
+    installed = Version(version)
+    if not MIN_TRANSFORMERS <= installed < MAX_TRANSFORMERS_EXCLUSIVE:
+        raise ImportError(
+            f"emp-hf's PruningTrainer supports transformers >={MIN_TRANSFORMERS},<{MAX_TRANSFORMERS_EXCLUSIVE} "
+            f"(tested at both ends); transformers {version} is installed. "
+            f"Install a supported version: "
+            f"pip install 'transformers>={MIN_TRANSFORMERS},<{MAX_TRANSFORMERS_EXCLUSIVE}'."
+        )
+    from transformers import Trainer
+
+    for name, params in TRAINER_HOOKS.items():
+        method = getattr(Trainer, name, None)
+        if method is None:
+            raise ImportError(f"transformers {version}: Trainer.{name} is missing; emp-hf needs it. {_report()}")
+        found = list(inspect.signature(method).parameters)
+        missing = [p for p in params if p not in found]
+        if missing:
+            raise ImportError(
+                f"transformers {version}: Trainer.{name} lacks parameter(s) {missing}; emp-hf needs them. {_report()}"
+            )
+
+
+def _report() -> str:
+    return (f"Supported: transformers >={MIN_TRANSFORMERS},<{MAX_TRANSFORMERS_EXCLUSIVE}; please report the "
+            "version at the project's issue tracker.")
+
+
+check_transformers()
