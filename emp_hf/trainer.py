@@ -45,6 +45,7 @@ from . import _compat  # noqa: F401  (checks the installed transformers)
 from .core import DataPruner, PruningConfig, PruningSampler, gather_updates
 from .core.distributed import shutdown
 from .core.report import save_json
+from .core.state_file import DamagedStateError, load_state_file, newest_complete, require, save_state_file
 from .scorers import (
     BuiltinScorer,
     ScorerChoiceError,
@@ -242,13 +243,35 @@ class PruningMixin:
 
     # --------------------------------------------------------- dataloader
     def _build_pruner(self, dataset: Any) -> DataPruner:
-        return DataPruner(
+        pruner = DataPruner(
             len(dataset),
             int(self.args.num_train_epochs),
             self.pruning_args,
             seed=self.args.seed,
             labels=label_column(dataset, self.label_names),
         )
+        args = self.args
+        pruner.run_facts = {  # what shapes the step plan besides the pruning settings: compared on resume
+            "world_size": args.world_size, "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "dataloader_drop_last": args.dataloader_drop_last,
+        }
+        return pruner
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        """`Trainer.train`; `resume_from_checkpoint=True` or "latest" resumes from the newest *complete*
+        checkpoint in `output_dir` (a save cut short by a kill is skipped, with a warning), and refuses when
+        there is none, instead of starting over."""
+        if resume_from_checkpoint is True or resume_from_checkpoint == "latest":
+            found = newest_complete(self.args.output_dir, "checkpoint-", complete_checkpoint_problem)
+            if found is None:
+                raise ValueError(
+                    f"resume_from_checkpoint={resume_from_checkpoint!r}: no complete checkpoint in "
+                    f"{self.args.output_dir!r}. Drop the flag to start a new run."
+                )
+            logger.warning("Resuming from %s, the newest complete checkpoint.", found)
+            resume_from_checkpoint = str(found)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def get_train_dataloader(self):
         if self.train_dataset is None:
@@ -356,7 +379,14 @@ class PruningMixin:
                 "so the pruning scores and selection cannot be restored."
             )
         assert self.pruner is not None
-        self.pruner.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+        state = load_state_file(state_path)
+        require(state, state_path, "global_step")
+        if int(state["global_step"]) != self.state.global_step:
+            raise DamagedStateError(
+                f"{state_path} belongs to step {state['global_step']}, but its checkpoint's trainer_state.json is at "
+                f"step {self.state.global_step}: the folder mixes two saves. Resume from another checkpoint."
+            )
+        self.pruner.load_state_dict(state, source=state_path)
         # The restored state knows the real sizes of the epochs already run (infobatch's differ from the plan).
         self._plan_steps(self._planning_dataloader)
         self.state.max_steps = sum(self._epoch_updates)
@@ -546,10 +576,15 @@ class PruningMixin:
             folder = os.path.join(self._get_output_dir(trial=trial),
                                   f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            torch.save(self.pruner.state_dict(), os.path.join(folder, STATE_FILE))
+            # Written (atomically) before the Trainer's own files, whose trainer_state.json comes last:
+            # a checkpoint with trainer_state.json is complete (`complete_checkpoint_problem`).
+            save_state_file({**self.pruner.state_dict(), "global_step": self.state.global_step},
+                            os.path.join(folder, STATE_FILE))
         super()._save_checkpoint(model, trial)
 
     def _finalize_training(self, trial, num_train_samples, start_time):
+        if self.pruner is not None and self.pruner.epoch is not None:
+            self.pruner.close_epoch(self.pruner.epoch)  # the last epoch's divergence check
         output = super()._finalize_training(trial, num_train_samples, start_time)
         if self.pruner is None:
             return output
@@ -591,6 +626,33 @@ class PruningMixin:
             return
         with open(path, "a", encoding="utf-8") as f:
             f.write("\n" + model_card_section(self.pruning_args, report_path))
+
+
+def complete_checkpoint_problem(folder: os.PathLike[str] | str) -> str | None:
+    """Why a Trainer checkpoint folder cannot be resumed from (None when it can): trainer_state.json is the
+    Trainer's last write, so a folder whose trainer_state.json parses, at the folder's own step, and whose
+    pruning state loads, is complete."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    state_json = folder / "trainer_state.json"
+    if not state_json.is_file():
+        return "no trainer_state.json (the save was cut short)"
+    try:
+        step = int(json.loads(state_json.read_text(encoding="utf-8"))["global_step"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        return f"trainer_state.json is damaged ({type(error).__name__})"
+    if folder.name != f"checkpoint-{step}":
+        return f"trainer_state.json is at step {step}, not the folder's"
+    try:
+        state = load_state_file(folder / STATE_FILE)
+        require(state, folder / STATE_FILE, "global_step")
+    except DamagedStateError as error:
+        return str(error)
+    if int(state["global_step"]) != step:
+        return f"{STATE_FILE} is at step {state['global_step']}, not {step}"
+    return None
 
 
 def release_distributed(trainer: Trainer | None = None) -> None:

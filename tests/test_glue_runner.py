@@ -109,10 +109,10 @@ def test_bad_input_is_refused_before_training(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"lacks files for task 'rte': validation: .*validation.jsonl"):
         load_local(TASKS["rte"], data)
     (data / "rte" / "validation.jsonl").write_text('{"sentence1": "a", "label": 0}\n')
-    with pytest.raises(ValueError, match=r"validation.jsonl: row 0 lacks column\(s\) \['sentence2'\]"):
+    with pytest.raises(ValueError, match=r"validation.jsonl, line 1 lacks column\(s\) \['sentence2'\]"):
         load_local(TASKS["rte"], data)
     (data / "rte" / "validation.jsonl").write_text('{"sentence1": "a", "sentence2": "b", "label": 2}\n')
-    with pytest.raises(ValueError, match=r"row 0 has label 2; task 'rte' needs an integer in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"line 1 has label 2; task 'rte' needs an integer in \[0, 2\)"):
         load_local(TASKS["rte"], data)
     with pytest.raises(ValueError, match="is not a folder"):
         load_local(TASKS["rte"], tmp_path / "nowhere")
@@ -136,3 +136,22 @@ def test_ordinary_trainer_script_resumes_exactly(tmp_path, monkeypatch):
     assert a["eval_loss"] == b["eval_loss"] and a["eval_combined_score"] == b["eval_combined_score"]
     ra, rb = (json.loads((tmp_path / d / "pruning_report.json").read_text()) for d in ("a", "b"))
     assert ra["per_epoch"] == rb["per_epoch"] and ra["optimizer_steps"] == rb["optimizer_steps"] == 10
+
+
+def test_default_output_folder_and_resume_latest(tmp_path, monkeypatch):
+    """Without --output_dir each run gets its own folder (not transformers' shared `trainer_output`), and
+    `--resume_from_checkpoint latest` resumes the newest complete checkpoint there."""
+    data = tmp_path / "glue_data"
+    model = write_tiny_model(tmp_path / "model", write_tsv_task(data))
+    monkeypatch.chdir(tmp_path)
+    common = ["--task", "mrpc", "--data_dir", str(data), "--model_name_or_path", str(model), *COMMON]
+    run_glue(common, monkeypatch)
+    out = tmp_path / "output" / "mrpc-emp-0.5-seed42"
+    first = json.loads((out / "pruning_report.json").read_text())
+    assert not (tmp_path / "trainer_output").exists()
+    run_glue([*common, "--resume_from_checkpoint", "latest"], monkeypatch)
+    again = json.loads((out / "pruning_report.json").read_text())
+    assert again["per_epoch"] == first["per_epoch"]
+    with pytest.raises(ValueError, match="no complete checkpoint in"):
+        run_glue([*common, "--output_dir", str(tmp_path / "fresh"), "--resume_from_checkpoint", "latest"],
+                 monkeypatch)

@@ -40,11 +40,13 @@ class SelectionContext:
     round_index: int  # how many pruning selections were made before this one
 
 
-def top_k_mask(scores: Tensor, k: int) -> Tensor:
-    """Boolean mask of the k largest scores, ties broken towards the lower index.
+def top_k_mask(scores: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """Boolean mask of the k largest scores; ties at the threshold drawn at random with `generator`.
 
-    `kthvalue` finds the threshold in O(N) (no full sort), and the explicit
-    tie rule makes the result the same on every machine.
+    `kthvalue` finds the threshold in O(N) (no full sort). Ties (unseen examples, constant scores) are
+    drawn by the seeded generator, not taken by index, so a degenerate store never selects a prefix of
+    the dataset; the draw is a function of the seed, so every machine and a resumed run agree.
+    Without a generator (tests, callers that want it) the lower indices win ties.
     """
     n = scores.numel()
     if k >= n:
@@ -55,8 +57,8 @@ def top_k_mask(scores: Tensor, k: int) -> Tensor:
     mask = scores > threshold
     missing = k - int(mask.sum())
     if missing > 0:
-        ties = torch.nonzero(scores == threshold).squeeze(1)[:missing]
-        mask[ties] = True
+        ties = torch.nonzero(scores == threshold).squeeze(1)
+        mask[ties[:missing] if generator is None else random_subset(ties, missing, generator)] = True
     return mask
 
 
@@ -96,7 +98,7 @@ class SelectionPolicy:
         return torch.where(store.seen, store.loss, torch.full_like(store.loss, float("inf")))
 
     def select(self, ctx: SelectionContext) -> Selection:
-        return mask_to_selection(top_k_mask(self.score(ctx.store), ctx.keep))
+        return mask_to_selection(top_k_mask(self.score(ctx.store), ctx.keep, ctx.generator))
 
     def planned_size(self, num_examples: int, keep: int) -> int:
         """Examples per pruning epoch, known before training (an estimate where `exact_plan` is False)."""
@@ -224,7 +226,7 @@ class EpsGreedyPolicy(UncertaintyPolicy):
 
     def select(self, ctx: SelectionContext) -> Selection:
         explore = round(self.config.eps * ctx.keep)
-        mask = top_k_mask(self.score(ctx.store), ctx.keep - explore)
+        mask = top_k_mask(self.score(ctx.store), ctx.keep - explore, ctx.generator)
         rest = torch.nonzero(~mask).squeeze(1)
         mask[random_subset(rest, explore, ctx.generator)] = True
         return mask_to_selection(mask)

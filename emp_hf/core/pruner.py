@@ -16,6 +16,8 @@ selection the uninterrupted run would have made.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,12 @@ from .policies import Selection, SelectionContext, build_policy, seeded_generato
 from .report import PruningReport
 from .schedule import PruningSchedule, kept_count
 from .scores import ScoreStore
+from .state_file import DamagedStateError
 
+logger = logging.getLogger("emp_hf")
+
+#: An epoch whose per-example scores are more than this fraction NaN/inf has diverged: the run stops.
+NONFINITE_LIMIT = 0.5
 _SELECT_STREAM = 0x5E1EC7
 _ORDER_STREAM = 0x0DE5
 
@@ -66,13 +73,24 @@ class DataPruner:
         self.num_examples = num_examples
         self.seed = int(self.config.pruning_seed if self.config.pruning_seed is not None else seed)
         self.shuffle = shuffle
-        if static_scores is None and self.config.static_scores_file is not None:
+        if self.config.method != "static" and (static_scores is not None or self.config.static_scores_file):
+            logger.warning("`static_scores_file` is ignored: method %r does not read static scores.",
+                           self.config.method)
+            static_scores = None
+        elif static_scores is None and self.config.static_scores_file is not None:
             static_scores = load_scores_file(self.config.static_scores_file)
         if static_scores is not None and torch.as_tensor(static_scores).numel() != num_examples:
             raise ValueError(
                 f"`static_scores` has {torch.as_tensor(static_scores).numel()} entries but the dataset has "
                 f"{num_examples} examples; one score per training example is required."
             )
+        self.static_digest = (
+            None if static_scores is None
+            else hashlib.sha256(torch.as_tensor(static_scores, dtype=torch.float32).numpy().tobytes()).hexdigest()
+        )
+        #: Facts of the front end that shape the step plan (world size, batch, accumulation), set by it;
+        #: saved with the state and compared on resume.
+        self.run_facts: dict[str, Any] = {}
         self.policy = build_policy(self.config, static_scores)
         self.schedule = PruningSchedule(num_epochs, self.config.prune, self.config.effective_anneal, self.config.period)
         self.store = ScoreStore(num_examples, self.config.ema_alpha)
@@ -132,6 +150,8 @@ class DataPruner:
             return
         if epoch < 0 or epoch >= self.schedule.num_epochs:
             raise ValueError(f"`epoch` must be in [0, {self.schedule.num_epochs}), got {epoch}.")
+        if self.epoch is not None and self.epoch != epoch:
+            self.close_epoch(self.epoch)
         full = self.schedule.is_full(epoch)
         if full:
             selection = Selection(indices=torch.arange(self.num_examples))
@@ -183,8 +203,29 @@ class DataPruner:
     def update(self, indices: Tensor, losses: Tensor, entropies: Tensor | None = None) -> None:
         """Record the training forward pass of a batch (already gathered across ranks)."""
         self._ensure_epoch()
+        dropped_before = self.store.nonfinite_count
         self.store.update(indices, losses, entropies, epoch=self.epoch or 0)
-        self.count_forwarded(torch.as_tensor(indices).numel())
+        rows = torch.as_tensor(indices).numel()
+        self.report.add_scored(self.epoch or 0, rows, self.store.nonfinite_count - dropped_before)
+        self.count_forwarded(rows)
+
+    def close_epoch(self, epoch: int) -> None:
+        """Check an epoch's scores once it is over: a WARNING with the count when some were NaN/inf, and
+        an error when none were finite or more than `NONFINITE_LIMIT` of them were not: selecting on what
+        is left would be selecting on noise (or on the index order of the survivors)."""
+        record = self.report.epochs.get(epoch)
+        if record is None or not record.nonfinite_rows:
+            return
+        rows, bad = record.scored_rows, record.nonfinite_rows
+        if self.policy.uses_scores and (bad == rows or bad > NONFINITE_LIMIT * rows):
+            raise RuntimeError(
+                f"Epoch {epoch}: {bad} of {rows} per-example losses were NaN or inf, so training has diverged and "
+                f"pruning cannot rank the examples (the limit is {NONFINITE_LIMIT:.0%}). Likely causes: a learning "
+                "rate too high, fp16 overflow (use bf16, or a loss scale), or bad inputs. Fix the run and restart "
+                "it from a checkpoint before the divergence."
+            )
+        logger.warning("Epoch %d: %d of %d per-example losses were NaN or inf and were dropped from the scores.",
+                       epoch, bad, rows)
 
     def count_forwarded(self, count: int) -> None:
         """Count examples forwarded without scores (methods that never read them, unlabelled data)."""
@@ -220,6 +261,7 @@ class DataPruner:
             return {"indices": selection.indices.clone(), "weights": selection.weights}
 
         return {
+            "plan": self.plan_settings(),
             "config": self.config.to_dict(),
             "seed": self.seed,
             "num_examples": self.num_examples,
@@ -231,17 +273,34 @@ class DataPruner:
             "report": self.report.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if int(state["num_examples"]) != self.num_examples:
-            raise ValueError(
-                f"Pruning state is for {state['num_examples']} examples but this dataset has {self.num_examples}."
-            )
-        saved, current = state["config"], self.config.to_dict()
-        if saved["method"] != current["method"]:
-            raise ValueError(
-                f"Pruning state was written by method {saved['method']!r}, but this run uses {current['method']!r}."
-            )
+    def plan_settings(self) -> dict[str, Any]:
+        """Everything that shapes the selections and the step plan; a resumed run must match all of it."""
+        settings = {k: v for k, v in self.config.to_dict().items() if k not in ("static_scores_file", "pruning_seed")}
+        return {**settings, "pruning_seed": self.seed, "num_epochs": self.schedule.num_epochs,
+                "num_examples": self.num_examples, "static_scores": self.static_digest, **self.run_facts}
 
+    def load_state_dict(self, state: dict[str, Any], source: str = "pruning state") -> None:
+        """Restore a checkpointed state; refused, naming each setting with its old and new value, if it was
+        made for another plan, and as damaged (naming `source`) if fields are missing."""
+        missing = [k for k in ("plan", "epoch", "selection", "pruned", "pruned_epoch", "store", "report", "seed")
+                   if k not in state]
+        if missing:
+            raise DamagedStateError(f"{source} is damaged or from an older emp-hf: it lacks {missing}.")
+        saved, current = state["plan"], self.plan_settings()
+        changed = [f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}"
+                   for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+        if changed:
+            raise ValueError(
+                f"Cannot resume from {source}: it was made for another pruning plan, and resuming would train a "
+                f"plan that is neither the old one nor the new one. Changed: {'; '.join(changed)}. Resume with the "
+                "checkpoint's settings, or start a new run in a new output folder."
+            )
+        try:
+            self._restore(state)
+        except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as error:
+            raise DamagedStateError(f"{source} is damaged: {type(error).__name__}: {error}") from None
+
+    def _restore(self, state: dict[str, Any]) -> None:
         def unpack(packed: dict[str, Any] | None) -> Selection | None:
             return None if packed is None else Selection(packed["indices"], packed["weights"])
 

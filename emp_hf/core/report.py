@@ -26,6 +26,8 @@ class EpochRecord:
     forwarded: int = 0
     mean_score: float | None = None
     class_kept_fraction: dict[str, float] | None = None
+    scored_rows: int = 0  # per-example scores recorded in the epoch (after the gather)
+    nonfinite_rows: int = 0  # of which NaN/inf, dropped
 
 
 @dataclass
@@ -52,6 +54,8 @@ class PruningReport:
             full=full,
             kept=int(kept.numel()),
             forwarded=previous.forwarded if previous else 0,
+            scored_rows=previous.scored_rows if previous else 0,
+            nonfinite_rows=previous.nonfinite_rows if previous else 0,
             mean_score=mean_score,
             class_kept_fraction=per_class,
         )
@@ -60,6 +64,10 @@ class PruningReport:
         if epoch not in self.epochs:
             raise RuntimeError("`set_epoch` must be called before examples are recorded for that epoch.")
         self.epochs[epoch].forwarded += int(count)
+
+    def add_scored(self, epoch: int, rows: int, nonfinite: int) -> None:
+        self.epochs[epoch].scored_rows += int(rows)
+        self.epochs[epoch].nonfinite_rows += int(nonfinite)
 
     @property
     def forwarded_total(self) -> int:

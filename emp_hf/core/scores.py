@@ -128,7 +128,10 @@ class ScoreStore:
                 f"Score state is for {state['num_examples']} examples but this dataset has {self.num_examples}."
             )
         for name in FLOAT_FIELDS + INT_FIELDS:
-            setattr(self, name, state[name].clone().to("cpu"))
+            value = state[name]
+            if not isinstance(value, torch.Tensor) or value.shape != (self.num_examples,):
+                raise ValueError(f"score field {name!r} is not a tensor of {self.num_examples} values.")
+            setattr(self, name, value.clone().to("cpu"))
         self.ema_alpha = float(state["ema_alpha"])
         self.nonfinite_count = int(state["nonfinite_count"])
         self.rows_seen = int(state["rows_seen"])

@@ -86,6 +86,33 @@ def load_digits_data(test_fraction: float = 0.2, seed: int = 0) -> ImageData:
     return ImageData(images[train], labels[train], images[test], labels[test], 10, "digits")
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what the CIFAR python archives hold (dicts, lists, bytes, numpy arrays): any other
+    global (a crafted file's `os.system`, say) is refused before it is called."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch file")
+        return super().find_class(module, name)
+
+
+def read_cifar_pickle(path: Path) -> dict:
+    try:
+        with path.open("rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path} is not a CIFAR python-pickle batch ({error}); nothing in it was run.") from None
+    if not isinstance(batch, dict) or b"data" not in batch:
+        raise ValueError(f"{path} is not a CIFAR python-pickle batch (no b'data' entry).")
+    return batch
+
+
 def load_cifar(name: str, data_dir: str | Path | None = None) -> ImageData:
     classes = 10 if name == "cifar10" else 100
     if data_dir is None:
@@ -105,8 +132,7 @@ def load_cifar(name: str, data_dir: str | Path | None = None) -> ImageData:
     def read(files):
         images, labels = [], []
         for path in files:
-            with path.open("rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+            batch = read_cifar_pickle(path)
             images.append(torch.tensor(batch[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
             labels.append(torch.tensor(batch[key], dtype=torch.int64))
         return torch.cat(images), torch.cat(labels)

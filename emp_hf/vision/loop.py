@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..core import DataPruner, PruningConfig, PruningSampler, classification_scores, gather_updates, save_json
 from ..core.policies import seeded_generator
+from ..core.state_file import DamagedStateError, load_state_file, newest_complete, require, save_state_file
 from .augment import normalise, random_crop_flip
 from .data import AUGMENTATION, DATASETS, apply_variants, load_image_data
 from .models import MODELS, build_model
@@ -96,9 +97,27 @@ def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int) -> list[in
     return [math.ceil(math.ceil(size / world) / batch_size) for size in pruner.current_plan()]
 
 
-def _latest_checkpoint(output_dir: str) -> str | None:
-    found = sorted(Path(output_dir).glob("checkpoint-epoch*"), key=lambda p: int(p.name.removeprefix("checkpoint-epoch")))
-    return str(found[-1]) if found else None
+STATE_KEYS = ("model", "optimizer", "scheduler", "pruner", "history", "epoch")
+
+
+def _checkpoint_problem(folder: Path) -> str | None:
+    """Why a vision checkpoint folder cannot be resumed from; None when it can."""
+    try:
+        state = load_state_file(folder / "state.pt")
+        require(state, folder / "state.pt", *STATE_KEYS)
+    except DamagedStateError as error:
+        return str(error)
+    if folder.name != f"checkpoint-epoch{state['epoch']}":
+        return f"its state is for epoch {state['epoch']}"
+    return None
+
+
+def _latest_checkpoint(output_dir: str) -> str:
+    found = newest_complete(output_dir, "checkpoint-epoch", _checkpoint_problem)
+    if found is None:
+        raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir!r}. "
+                         "Drop the flag to start a new run.")
+    return str(found)
 
 
 @dataclass
@@ -128,6 +147,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     torch.manual_seed(vargs.seed)
     model = build_model(vargs.model, data.num_classes, data.in_channels, vargs.width)
     pruner = DataPruner(n, vargs.epochs, pargs, seed=vargs.seed, labels=data.train_labels.cpu())
+    pruner.run_facts = {"world_size": world, "batch_size": vargs.batch_size}  # shape the plan: checked on resume
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
     plan = StepPlan(_steps_per_epoch(pruner, world, vargs.batch_size))
     optimizer = build_optimizer(vargs.optimizer, model.parameters(), vargs.lr, vargs.momentum, vargs.weight_decay)
@@ -140,10 +160,12 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     if resume == "latest":
         resume = _latest_checkpoint(vargs.output_dir)
     if resume:
-        state = torch.load(os.path.join(resume, "state.pt"), map_location="cpu", weights_only=False)
+        state_path = os.path.join(resume, "state.pt")
+        state = load_state_file(state_path)
+        require(state, state_path, *STATE_KEYS)
+        pruner.load_state_dict(state["pruner"], source=state_path)  # first: refuses a changed plan by name
         accelerator.unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        pruner.load_state_dict(state["pruner"])  # the plan follows at the next epoch's start
         scheduler.load_state_dict(state["scheduler"])
         history, start_epoch = state["history"], state["epoch"] + 1
 
@@ -210,6 +232,12 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         last = epoch == vargs.epochs - 1
         if last or (vargs.save_every and (epoch + 1) % vargs.save_every == 0):
             save_checkpoint(vargs.output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator)
+        if main and not last:  # so that an interrupted run keeps what it measured
+            save_json({"arguments": asdict(vargs), "pruning": pargs.to_dict(), "final": None, "epochs": history},
+                      os.path.join(vargs.output_dir, "metrics.json"))
+
+    if pruner.epoch is not None:
+        pruner.close_epoch(pruner.epoch)  # the last epoch's divergence check
 
     wall = history[-1]["elapsed_s"] if history else 0.0
     train_time = sum(h["train_time_s"] for h in history)
@@ -254,9 +282,9 @@ def save_checkpoint(output_dir, epoch, model, optimizer, scheduler, pruner, hist
         return
     folder = Path(output_dir) / f"checkpoint-epoch{epoch}"
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(), "history": history,
-                "epoch": epoch}, folder / "state.pt")
+    save_state_file({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(), "history": history,
+                     "epoch": epoch}, folder / "state.pt")
 
 
 def plot(history: list[dict[str, Any]], report: dict[str, Any], output_dir: str) -> None:

@@ -1,0 +1,67 @@
+"""A PruningTrainer run that can be killed anywhere and resumed (driven by test_fault_injection.py).
+
+    python tests/fault_train.py OUT            # train; resume from OUT's newest complete checkpoint if any
+    FAULT=state:7 python tests/fault_train.py OUT   # SIGKILL itself halfway through writing step 7's pruning state
+    FAULT=rng:12 python tests/fault_train.py OUT    # SIGKILL itself inside step 12's Trainer save (no trainer_state.json)
+"""
+
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import torch  # noqa: E402
+from tiny import tiny_args, tiny_bert, tiny_dataset  # noqa: E402
+from transformers import Trainer  # noqa: E402
+
+import emp_hf.trainer as pruning_trainer  # noqa: E402
+from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
+from emp_hf.core.state_file import newest_complete  # noqa: E402
+
+
+def arm_fault(spec: str) -> None:
+    where, step = spec.split(":")
+    step = int(step)
+    if where == "state":
+        real = pruning_trainer.save_state_file
+
+        def torn_write(state, path):
+            if state["global_step"] == step:
+                tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+                with open(tmp, "wb") as f:
+                    torch.save(state, f)
+                    f.truncate(f.tell() // 2)
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(state, path)
+
+        pruning_trainer.save_state_file = torn_write
+    else:
+        real_rng = Trainer._save_rng_state
+
+        def killed_in_save(self, output_dir):
+            if self.state.global_step == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            real_rng(self, output_dir)
+
+        Trainer._save_rng_state = killed_in_save
+
+
+def main(out: str) -> None:
+    if os.environ.get("FAULT"):
+        arm_fault(os.environ["FAULT"])
+    trainer = PruningTrainer(
+        model=tiny_bert(),
+        args=tiny_args(out, num_train_epochs=5, save_strategy="steps", save_steps=1, save_total_limit=3,
+                       gradient_accumulation_steps=2, per_device_train_batch_size=3),
+        train_dataset=tiny_dataset(40),
+        pruning_args=PruningArguments(method="emp", prune=0.5, anneal=0.2),
+    )
+    resume = newest_complete(out, "checkpoint-", pruning_trainer.complete_checkpoint_problem)
+    print("TRAINING", "resume" if resume else "fresh", flush=True)
+    trainer.train(resume_from_checkpoint="latest" if resume else None)
+    torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, os.path.join(out, "final_weights.pt"))
+    print("DONE", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
