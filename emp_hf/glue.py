@@ -105,8 +105,24 @@ def _tsv_rows(task: GlueTask, path: Path) -> list[dict[str, Any]]:
 
 
 def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Rows of a JSON Lines file; each row remembers its line (`_line`) for error messages."""
+    rows = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not UTF-8 ({error.reason} at byte {error.start}).") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg}, col {error.colno}).") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}, line {number}: a JSON object per line is needed, got {type(row).__name__}.")
+            rows.append({**row, "_line": number})
+    return rows
 
 
 def local_split_files(task: GlueTask, data_dir: str | Path) -> dict[str, Path]:
@@ -131,12 +147,46 @@ def local_split_files(task: GlueTask, data_dir: str | Path) -> dict[str, Path]:
     return files
 
 
+def _csv_rows(task: GlueTask, path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV file with a header (run_glue's --train_file layout); labels parsed as numbers."""
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 ({error.reason} at byte {error.start}).") from None
+    out = []
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        label = row.get("label")
+        try:
+            parsed: Any = float(label) if task.is_regression else int(label)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            parsed = label
+        out.append({**row, "label": parsed, "_line": number})
+    return out
+
+
+def load_files(task: GlueTask, files: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Splits from files named on the command line (run_glue's --train_file/--validation_file): .csv with a
+    header, or .json/.jsonl with one object per line; columns as on the Hub (e.g. sentence1, sentence2, label)."""
+    splits = {}
+    for split, name in files.items():
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"--{split}_file {name!r} does not exist.")
+        if path.suffix not in (".csv", ".json", ".jsonl"):
+            raise ValueError(f"--{split}_file {name!r}: use a .csv, .json or .jsonl file.")
+        rows = _csv_rows(task, path) if path.suffix == ".csv" else _jsonl_rows(path)
+        validate_rows(task, rows, str(path))
+        splits[split] = [{k: v for k, v in row.items() if k != "_line"} for row in rows]
+    return splits
+
+
 def load_local(task: GlueTask, data_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
     splits = {}
     for split, path in local_split_files(task, data_dir).items():
         rows = _jsonl_rows(path) if path.suffix == ".jsonl" else _tsv_rows(task, path)
         validate_rows(task, rows, str(path))
-        splits[split] = rows
+        splits[split] = [{k: v for k, v in row.items() if k != "_line"} for row in rows]
     return splits
 
 
@@ -144,11 +194,16 @@ def validate_rows(task: GlueTask, rows: list[dict[str, Any]], where: str) -> Non
     """Refuse a file with missing columns or out-of-range labels before any training."""
     if not rows:
         raise ValueError(f"{where}: no rows.")
-    expected = [k for k in task.keys if k is not None] + ["label"]
+    texts = [k for k in task.keys if k is not None]
+    expected = texts + ["label"]
     for i, row in enumerate(rows):
+        at = f"{where}, line {row['_line']}" if "_line" in row else f"{where}: row {i}"
         missing = [k for k in expected if k not in row]
         if missing:
-            raise ValueError(f"{where}: row {i} lacks column(s) {missing}; task {task.name!r} expects {expected}.")
+            raise ValueError(f"{at} lacks column(s) {missing}; task {task.name!r} expects {expected}.")
+        bad_text = [k for k in texts if not isinstance(row[k], str)]
+        if bad_text:
+            raise ValueError(f"{at}: column {bad_text[0]!r} is {row[bad_text[0]]!r}; text columns must be strings.")
         label = row["label"]
         if task.is_regression:
             ok = isinstance(label, (int, float)) and math.isfinite(label)
@@ -157,12 +212,31 @@ def validate_rows(task: GlueTask, rows: list[dict[str, Any]], where: str) -> Non
             ok = isinstance(label, int) and not isinstance(label, bool) and 0 <= label < task.num_labels
             allowed = f"an integer in [0, {task.num_labels})"
         if not ok:
-            raise ValueError(f"{where}: row {i} has label {label!r}; task {task.name!r} needs {allowed}.")
+            raise ValueError(f"{at} has label {label!r}; task {task.name!r} needs {allowed}.")
 
 
 # --------------------------------------------------------------- metrics
 def compute_glue_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The GLUE metrics of `task`; `combined_score` is their mean where there are several."""
+    """The GLUE metrics of `task` from model outputs (logits are arg-maxed); `combined_score` is their mean
+    where there are several, as in transformers' run_glue.py. Computed through the `evaluate` module shipped
+    in `emp_hf/metrics/glue`, loaded from its folder (no Hub)."""
+    import evaluate
+
+    from .metrics import GLUE_METRIC
+
+    predictions = np.asarray(predictions)
+    if task.is_regression:
+        predictions = predictions.reshape(-1)
+    elif predictions.ndim > 1:
+        predictions = predictions.argmax(-1)
+    out = evaluate.load(GLUE_METRIC, task.name).compute(predictions=predictions, references=np.asarray(labels))
+    if len(out) > 1:
+        out["combined_score"] = float(np.mean(list(out.values())))
+    return out
+
+
+def glue_metric_values(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The metric values of the Hub's `glue` metric for `task`, from class ids (scores for STS-B)."""
     from scipy.stats import pearsonr, spearmanr
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
@@ -171,15 +245,13 @@ def compute_glue_metrics(task: GlueTask, predictions: np.ndarray, labels: np.nda
         preds = predictions.reshape(-1).astype(np.float64)
         out = {"pearson": float(pearsonr(preds, labels)[0]), "spearmanr": float(spearmanr(preds, labels)[0])}
     else:
-        preds = predictions.argmax(-1) if predictions.ndim > 1 else predictions
+        preds = predictions
         if task.name == "cola":
             out = {"matthews_correlation": float(matthews_corrcoef(labels, preds))}
         elif task.name in ("mrpc", "qqp"):
             out = {"accuracy": float(accuracy_score(labels, preds)), "f1": float(f1_score(labels, preds))}
         else:
             out = {"accuracy": float(accuracy_score(labels, preds))}
-    if len(out) > 1:
-        out["combined_score"] = float(np.mean(list(out.values())))
     return out
 
 

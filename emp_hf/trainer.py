@@ -624,8 +624,11 @@ class PruningMixin:
         report_path = os.path.join(self.args.output_dir, REPORT_FILE)
         if not os.path.isfile(path):
             return
+        evals = [h for h in self.state.log_history if any(k.startswith("eval_") for k in h)]
+        final = {k: v for k, v in (evals[-1] if evals else {}).items()
+                 if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(("_runtime", "_per_second"))}
         with open(path, "a", encoding="utf-8") as f:
-            f.write("\n" + model_card_section(self.pruning_args, report_path))
+            f.write("\n" + model_card_section(self.pruning_args, report_path, final))
 
 
 def complete_checkpoint_problem(folder: os.PathLike[str] | str) -> str | None:
@@ -664,14 +667,17 @@ def release_distributed(trainer: Trainer | None = None) -> None:
     shutdown()
 
 
-def model_card_section(config: PruningConfig, report_path: str) -> str:
+def model_card_section(config: PruningConfig, report_path: str, final_metrics: dict[str, float] | None = None) -> str:
+    """The model card's "Data pruning" section: the settings, what was measured, and the final evaluation."""
     import json
+
+    from . import __version__
 
     lines = [
         "## Data pruning",
         "",
-        f"Trained with [emp-hf](https://pypi.org/project/emp-hf/) dynamic data pruning: method "
-        f"`{config.method}`, prune ratio {config.prune}.",
+        f"Trained with emp-hf {__version__} dynamic data pruning: method `{config.method}`, prune ratio "
+        f"{config.prune}. Each epoch trained on a subset chosen from per-example scores recorded during training.",
         "",
         "| setting | value |",
         "|---|---|",
@@ -686,6 +692,9 @@ def model_card_section(config: PruningConfig, report_path: str) -> str:
             f"(saved fraction {report['saved_fraction']:.3f}); training wall time "
             f"{report.get('train_wall_time_s', float('nan')):.1f} s. Details: `{REPORT_FILE}`.",
         ]
+    if final_metrics:
+        lines += ["", "Final evaluation of this pruned run:", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k.removeprefix('eval_')} | {v:.4f} |" for k, v in final_metrics.items()]
     return "\n".join(lines) + "\n"
 
 

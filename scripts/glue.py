@@ -2,8 +2,8 @@
 """Fine-tune on a GLUE task with dynamic data pruning (EMP paper, Table 3).
 
     accelerate launch scripts/glue.py --task mnli --prune 0.7 --output_dir out/mnli-emp-0.7
-    python scripts/glue.py --task rte --method infobatch --prune 0.5 --data_dir ../shared/glue \
-        --model_name_or_path /path/to/local/model --output_dir out/rte
+    python scripts/glue.py --task sst2 --method infobatch --prune 0.5 --data_dir data/glue \
+        --model_name_or_path /path/to/local/model --output_dir out/sst2
 
 Every `TrainingArguments` flag works; the defaults that differ from the
 Trainer's are the paper's (B.4): 10 epochs, lr 2e-5, batch 32, AdamW, linear
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import transformers
-from datasets import Dataset, DatasetDict, Value
+from datasets import Dataset, DatasetDict, DatasetInfo, Value
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -34,10 +34,21 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy, Scheduler
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
-from emp_hf.glue import TASKS, compute_glue_metrics, get_task, load_local, main_metric  # noqa: E402
+from emp_hf.glue import TASKS, compute_glue_metrics, get_task, load_files, load_local, main_metric  # noqa: E402
 from emp_hf.trainer import release_distributed  # noqa: E402
 
 logger = logging.getLogger("glue")
+
+DESCRIPTION = r"""Fine-tune a sequence-classification model on a GLUE task while dynamic data pruning trains
+each epoch on a subset chosen from per-example scores (EMP by default; InfoBatch, UCB, eps-greedy, random
+and more with --method). Data: the Hub's nyu-mll/glue, or local files (--data_dir, --train_file). Metrics:
+the GLUE metrics through `evaluate`, offline. Outputs in --output_dir: the model, eval_results.json,
+pruning_report.json and a model card. Pruning flags come first below; every TrainingArguments flag works.
+
+example (offline, from the repository root, a few minutes on a CPU):
+  python scripts/glue.py --task sst2 --prune 0.7 --data_dir data/glue --max_train_samples 2000 \
+      --max_seq_length 64 --num_train_epochs 4 --per_device_train_batch_size 16 --learning_rate 1e-4 \
+      --model_name_or_path /path/to/model"""
 
 
 @dataclass
@@ -46,6 +57,14 @@ class ModelArguments:
         default="bert-base-uncased", metadata={"help": "Hub model id or local folder (with its tokenizer)."}
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
+    base_model_id: str | None = field(
+        default=None,
+        metadata={"help": "Hub id of the model that --model_name_or_path is a local copy of, for the model card's "
+                          "base_model (a local path is never written there)."},
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Load a checkpoint whose classification head has another number of labels."}
+    )
 
 
 @dataclass
@@ -55,12 +74,23 @@ class DataArguments:
         default=None,
         metadata={"help": "Read local files instead of the Hub: <data_dir>/<task>/<split>.jsonl or GLUE TSV folders."},
     )
+    train_file: str | None = field(
+        default=None, metadata={"help": "A .csv/.json/.jsonl training file with the Hub's columns (needs --validation_file)."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "The evaluation file for --train_file."})
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each eval split."})
 
     def __post_init__(self) -> None:
         get_task(self.task)
+        if (self.train_file is None) != (self.validation_file is None):
+            raise ValueError("Pass both --train_file and --validation_file, or neither.")
+        if self.train_file is not None and self.data_dir is not None:
+            raise ValueError("Pass --data_dir or --train_file/--validation_file, not both.")
+        if self.train_file is not None and self.task == "mnli":
+            raise ValueError("--train_file is for single-evaluation tasks; MNLI needs --data_dir (matched and "
+                             "mismatched splits).")
         for name in ("max_seq_length", "max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -84,21 +114,55 @@ class GlueTrainingArguments(TrainingArguments):
 
 
 def load_raw(task, data_args: DataArguments) -> DatasetDict:
-    if data_args.data_dir is not None:
-        splits = load_local(task, data_args.data_dir)
-        return DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()})
+    if data_args.data_dir is not None or data_args.train_file is not None:
+        if data_args.train_file is not None:
+            splits = load_files(task, {"train": data_args.train_file, "validation": data_args.validation_file})
+            splits = {("train" if name == "train" else task.eval_splits[0]): rows for name, rows in splits.items()}
+        else:
+            splits = load_local(task, data_args.data_dir)
+        # Named like the Hub's, so that the model card says which dataset, configuration and split.
+        return DatasetDict({name: Dataset.from_list(rows, info=DatasetInfo(builder_name="glue", config_name=task.name),
+                                                    split=name) for name, rows in splits.items()})
     from datasets import load_dataset
 
     return load_dataset("nyu-mll/glue", task.name)
 
 
+def parse(argv: list[str]):
+    """The four argument dataclasses; an unknown flag is one line naming it and the closest known flag."""
+    import argparse
+    import difflib
+
+    parser = HfArgumentParser((PruningArguments, DataArguments, ModelArguments, GlueTrainingArguments),
+                              prog="glue.py", description=DESCRIPTION, usage="glue.py --task TASK [options]",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        pruning_args, data_args, model_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
+        return model_args, data_args, training_args, pruning_args
+    *parsed, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    unknown = [a for a in rest if a.startswith("-")]
+    if rest:
+        flags = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+        first = (unknown or rest)[0]
+        close = difflib.get_close_matches(first.split("=")[0], flags, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see --help."
+        what = "unknown flag" if unknown else "unexpected argument"
+        print(f"glue.py: error: {what} {first}{hint}", file=sys.stderr)
+        sys.exit(2)
+    pruning_args, data_args, model_args, training_args = parsed
+    return model_args, data_args, training_args, pruning_args
+
+
 def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, GlueTrainingArguments, PruningArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args, pruning_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, training_args, pruning_args = parser.parse_args_into_dataclasses()
-    if training_args.output_dir is None:
+    model_args, data_args, training_args, pruning_args = parse(sys.argv[1:])
+    import torch
+
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator; on a CPU it only warns
+    # TrainingArguments fills an unset output_dir with "trainer_output"; give each run its own folder instead.
+    if not any(a == "--output_dir" or a.startswith("--output_dir=") for a in sys.argv[1:]) and not (
+        len(sys.argv) == 2 and sys.argv[1].endswith(".json")
+    ):
         training_args.output_dir = os.path.join(
             "output", f"{data_args.task}-{pruning_args.method}-{pruning_args.prune}-seed{training_args.seed}"
         )
@@ -122,7 +186,9 @@ def main() -> None:
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, num_labels=task.num_labels,
                                         finetuning_task=task.name)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
-    model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path, config=config)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes
+    )
 
     first, second = task.keys
 
@@ -167,9 +233,11 @@ def main() -> None:
     trainer.log_metrics("eval", eval_metrics)
     trainer.save_metrics("eval", eval_metrics)
 
-    kwargs = {"finetuned_from": model_args.model_name_or_path, "tasks": "text-classification",
-              "language": "en", "dataset_tags": "glue", "dataset_args": task.name,
-              "dataset": f"GLUE {task.name.upper()}"}
+    # base_model: a Hub id only (the given id, or the model name when it is not a local folder); never a path.
+    base = model_args.base_model_id or (None if os.path.isdir(model_args.model_name_or_path)
+                                         else model_args.model_name_or_path)
+    kwargs = {"finetuned_from": base, "tasks": "text-classification", "language": "en", "dataset_tags": "nyu-mll/glue",
+              "dataset_args": task.name, "dataset": f"GLUE {task.name.upper()}"}
     if training_args.push_to_hub:
         trainer.push_to_hub(**kwargs)
     elif trainer.is_world_process_zero():

@@ -46,3 +46,34 @@ def test_accuracy_for_three_way_mnli_and_main_metrics():
 def test_unknown_task_lists_the_known_ones():
     with pytest.raises(ValueError, match="known tasks: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli"):
         get_task("mnli-mm")
+
+
+def test_the_evaluate_module_loads_offline_for_every_task_like_the_hubs_glue_metric():
+    """`evaluate.load(GLUE_METRIC, task)` from the folder inside the package (HF_HUB_OFFLINE=1 in conftest):
+    the Hub metric's names, and the hand-worked values of the tests above."""
+    import os
+
+    import evaluate
+
+    from emp_hf.metrics import GLUE_METRIC
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    expected_keys = {"cola": {"matthews_correlation"}, "stsb": {"pearson", "spearmanr"}, "mrpc": {"accuracy", "f1"},
+                     "qqp": {"accuracy", "f1"}}
+    for task in TASKS:
+        metric = evaluate.load(GLUE_METRIC, task)
+        if task == "stsb":
+            out = metric.compute(predictions=[1.0, 3.0, 2.0, 4.0], references=[1.0, 2.0, 3.0, 4.0])
+            assert out["pearson"] == pytest.approx(0.8) and out["spearmanr"] == pytest.approx(0.8)
+        else:
+            out = metric.compute(predictions=[1, 0, 0, 1, 1], references=[1, 1, 0, 0, 1])
+            if task in ("mrpc", "qqp"):
+                assert out == pytest.approx({"accuracy": 0.6, "f1": 2 / 3})
+            elif task == "cola":
+                # tp 2, tn 1, fp 1, fn 1: (2 - 1) / sqrt(3 * 3 * 2 * 2) = 1/6
+                assert out["matthews_correlation"] == pytest.approx(1 / 6)
+            else:
+                assert out == pytest.approx({"accuracy": 0.6})
+        assert set(out) == expected_keys.get(task, {"accuracy"}), task
+    with pytest.raises(KeyError, match="Unknown GLUE task 'mnli-mm'"):
+        evaluate.load(GLUE_METRIC, "mnli-mm")

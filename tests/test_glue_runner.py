@@ -155,3 +155,40 @@ def test_default_output_folder_and_resume_latest(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no complete checkpoint in"):
         run_glue([*common, "--output_dir", str(tmp_path / "fresh"), "--resume_from_checkpoint", "latest"],
                  monkeypatch)
+
+
+def test_a_misspelt_flag_is_one_line_with_the_closest_match():
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--task", "sst2", "--prnue", "0.7"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "glue.py: error: unknown flag --prnue; did you mean --prune?"
+    assert "Traceback" not in proc.stderr
+    help_text = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
+                               timeout=120).stdout
+    first_flags = [line.split()[0] for line in help_text.split("options:")[1].splitlines()[1:12] if line.strip()]
+    assert "example" in help_text.split("options:")[0] and "--method" in first_flags and "--prune" in first_flags
+
+
+def test_train_and_validation_files_like_run_glue(tmp_path, monkeypatch):
+    """run_glue's --train_file/--validation_file (csv and jsonl), and --ignore_mismatched_sizes for a checkpoint
+    with another number of labels."""
+    rows = [{"sentence1": f"a b c {i}", "sentence2": f"c d {i % 3}", "label": i % 2} for i in range(24)]
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text("sentence1,sentence2,label\n" + "".join(f"{r['sentence1']},{r['sentence2']},{r['label']}\n"
+                                                                 for r in rows))
+    jsonl = tmp_path / "dev.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
+    model = write_tiny_model(tmp_path / "model", [r["sentence1"] + " " + r["sentence2"] for r in rows], num_labels=3)
+    out = tmp_path / "out"
+    common = ["--task", "rte", "--train_file", str(csv_file), "--validation_file", str(jsonl), "--model_name_or_path",
+              str(model), "--output_dir", str(out), "--use_cpu", "--num_train_epochs", "2", "--save_strategy", "no",
+              "--per_device_train_batch_size", "8"]
+    with pytest.raises(RuntimeError, match="size mismatch|ignore_mismatched_sizes"):
+        run_glue(common, monkeypatch)  # a 3-label head for a 2-label task
+    run_glue([*common, "--ignore_mismatched_sizes"], monkeypatch)
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["num_examples"] == 24 and "eval_accuracy" in json.loads((out / "eval_results.json").read_text())
+    with pytest.raises(ValueError, match="Pass both --train_file and --validation_file"):
+        run_glue(["--task", "rte", "--train_file", str(csv_file)], monkeypatch)
