@@ -42,7 +42,7 @@ from torch.utils.data import Dataset, IterableDataset
 from transformers import Seq2SeqTrainer, Trainer, TrainingArguments
 
 from . import _compat  # noqa: F401  (checks the installed transformers)
-from .core import DataPruner, PruningConfig, PruningSampler, gather_updates
+from .core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer
 from .core.distributed import shutdown
 from .core.report import save_json
 from .core.state_file import DamagedStateError, load_state_file, newest_complete, require, save_state_file
@@ -192,6 +192,7 @@ class PruningMixin:
         self._planning_dataloader = None
         self._train_start: float | None = None
         self._scorer: ScorerFn | None = self._user_scorer
+        self._scores: ScoreBuffer | None = None
         self._step: _Step | None = None
         self._hooked: torch.nn.Module | None = None
         self._hook_handle: torch.utils.hooks.RemovableHandle | None = None
@@ -281,6 +282,7 @@ class PruningMixin:
         dataset = self.train_dataset
         self._check_collator_takes(dataset)
         self.pruner = self._build_pruner(dataset)
+        self._scores = ScoreBuffer(self.pruner, capacity=-(-len(dataset) // max(1, self.args.world_size)) + 64)
         self._hook_model()
         self._train_start = None
         try:
@@ -404,6 +406,8 @@ class PruningMixin:
         if self._train_start is None:
             self._train_start = time.time()
         self._pruning_sampler.set_epoch(epoch)
+        if self.pruner.weighted:  # built and copied to the device here, once, not inside a training step
+            self.pruner.dense_loss_weights(self.args.device)
         steps_in_epoch = len(train_dataloader)
         num_update_steps_per_epoch = math.ceil(steps_in_epoch / self.args.gradient_accumulation_steps)
         if self.pruner.exact_plan and steps_in_epoch != self._epoch_batches[epoch]:
@@ -421,9 +425,11 @@ class PruningMixin:
                 **({"pruning/mean_score": record.mean_score} if record.mean_score is not None else {}),
             }
         )
-        return super()._run_epoch(
+        result = super()._run_epoch(
             model, epoch, train_dataloader, steps_in_epoch, num_update_steps_per_epoch, *args, **kwargs
         )
+        self._flush_scores()  # the next epoch's selection needs this epoch's scores
+        return result
 
     def _log_pruning(self, logs: dict[str, Any]) -> None:
         """Through the Trainer's own `log` (so `report_to` integrations get it), unless logging is off."""
@@ -483,13 +489,16 @@ class PruningMixin:
                 "the first would be taken for the whole step. Pass a `scorer=` that fits your loss, or use a method "
                 "that reads no scores (random, static_random, full)."
             )
-        if step.scores is None:
-            (all_idx,) = gather_updates(indices)
-            self.pruner.count_forwarded(all_idx.numel())
-        else:
-            all_idx, all_loss, all_ent = gather_updates(indices, *step.scores)
-            self.pruner.update(all_idx, all_loss, all_ent)
+        assert self._scores is not None
+        # On the device until the epoch ends or a checkpoint is saved (`_flush_scores`): no per-step collective
+        # or host copy.
+        self._scores.add(indices, *(step.scores or ()))
         return loss
+
+    def _flush_scores(self) -> None:
+        """All ranks' buffered scores into the store: at each epoch's end and before each checkpoint save."""
+        if self._scores is not None:
+            self._scores.flush()
 
     def _hook_model(self) -> None:
         """Put the scoring hook on the user's model, before Accelerate wraps it (DDP, FSDP and DeepSpeed call
@@ -564,7 +573,9 @@ class PruningMixin:
                 "with one row per example in the autograd graph (`logits`, or TRL's `log_probs`); this model's "
                 "training output has none. Use a method without loss weights (emp, random, ucb, ...)."
             )
-        weights = self.pruner.loss_weights(indices).to(device=rows.device, dtype=rows.dtype)
+        dense = self.pruner.dense_loss_weights(rows.device)
+        assert dense is not None
+        weights = dense[indices.to(rows.device)].to(rows.dtype)  # indexed on the device: no host round trip
         shape = (-1,) + (1,) * (rows.dim() - 1)
         rows.register_hook(lambda grad: grad * weights.view(shape))
 
@@ -572,6 +583,7 @@ class PruningMixin:
     def _save_checkpoint(self, model, trial):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+        self._flush_scores()  # every rank, before the state is written: resume continues from the same store
         if self.pruner is not None and self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial),
                                   f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
@@ -583,6 +595,8 @@ class PruningMixin:
         super()._save_checkpoint(model, trial)
 
     def _finalize_training(self, trial, num_train_samples, start_time):
+        if self._scores is not None and len(self._scores):  # every epoch ends with a flush (`_run_epoch`)
+            raise RuntimeError("PruningTrainer: scores were left unflushed at the end of training.")
         if self.pruner is not None and self.pruner.epoch is not None:
             self.pruner.close_epoch(self.pruner.epoch)  # the last epoch's divergence check
         output = super()._finalize_training(trial, num_train_samples, start_time)

@@ -3,7 +3,7 @@
 
     python scripts/glue_sweep.py --name minilm-cpu --tasks rte mrpc stsb cola \
         --methods full random infobatch emp --prunes 0.7 --seeds 1 2 3 \
-        -- --data_dir ../shared/glue --model_name_or_path /path/to/model --num_train_epochs 4
+        -- --data_dir data/glue --model_name_or_path /path/to/model --num_train_epochs 4
 
 Everything after `--` goes to scripts/glue.py unchanged. A run whose folder
 already holds `eval_results.json` and `pruning_report.json` is skipped, so an

@@ -12,7 +12,26 @@ sys.path.insert(0, os.path.dirname(__file__))
 from tiny import tiny_args, tiny_bert, tiny_dataset  # noqa: E402
 
 from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
+import emp_hf.core.distributed as emp_distributed  # noqa: E402
 from emp_hf.trainer import INDEX_KEY, release_distributed  # noqa: E402
+
+
+class CountingCollectives:
+    """torch.distributed as emp-hf sees it, counting the collectives emp-hf issues (the Trainer's own are not)."""
+
+    def __init__(self, real):
+        self.real, self.epochs = real, []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def all_gather(self, *args, **kwargs):
+        self.epochs.append(TRAINER.pruner.epoch)
+        return self.real.all_gather(*args, **kwargs)
+
+
+emp_distributed.dist = CountingCollectives(emp_distributed.dist)
+TRAINER = None
 
 
 class RecordingTrainer(PruningTrainer):
@@ -30,6 +49,8 @@ def main(out_dir: str, method: str, ga: int) -> None:
         pruning_args=PruningArguments(method=method, prune=0.5, anneal=0.25),
     )
     trainer.local_seen = {}
+    global TRAINER
+    TRAINER = trainer
     trainer.train()
     rank = trainer.args.process_index
     store = trainer.pruner.store
@@ -42,6 +63,7 @@ def main(out_dir: str, method: str, ga: int) -> None:
         "max_steps": trainer.state.max_steps,
         "final_lr": trainer.lr_scheduler.get_last_lr()[0],
         "store": {k: getattr(store, k).tolist() for k in ("loss", "entropy", "times_trained", "times_selected")},
+        "collectives_per_epoch": [emp_distributed.dist.epochs.count(e) for e in range(4)],
         "weights_sum": float(sum(p.detach().double().sum() for p in trainer.model.parameters())),
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:

@@ -20,6 +20,9 @@ def test_two_processes_select_the_same_subset_and_share_scores(tmp_path, method,
     assert a["weights_sum"] == b["weights_sum"]
     assert a["global_step"] == b["global_step"] == a["max_steps"]
     assert a["final_lr"] == 0.0
+    # scores stay on each rank's device during an epoch: emp-hf issues 2 collectives per epoch (row counts,
+    # then one block of indices and scores), none per step
+    assert a["collectives_per_epoch"] == b["collectives_per_epoch"] == [2, 2, 2, 2]
     for epoch, record in enumerate(a["per_epoch"]):
         trained = a["local_seen"][str(epoch)] + b["local_seen"][str(epoch)]
         distinct = set(trained)

@@ -148,3 +148,21 @@ def test_nonfinite_losses_never_enter_a_selection():
     assert p.store.nonfinite_count == 2
     assert p.store.loss.tolist() == [1.0, 2.0, 0.5, 0.5]  # the bad rows were not written
     assert selected(p) == {0, 1}
+
+
+def test_kth_largest_radix_pass_equals_kthvalue():
+    from emp_hf.core.policies import kth_largest
+
+    g = torch.Generator().manual_seed(0)
+    n = (1 << 20) + 17  # above the radix threshold
+    cases = [
+        torch.randn(n, generator=g),  # negatives and positives
+        torch.randint(0, 5, (n,), generator=g).float(),  # heavy ties
+        torch.cat([torch.full((n // 2,), float("inf")), torch.rand(n - n // 2, generator=g)]),  # unseen = inf
+        torch.rand(n, generator=g) * 1e-30,  # tiny values, one bucket
+        torch.cat([torch.zeros(n // 2), -torch.zeros(n - n // 2)]),  # +0 and -0
+    ]
+    for scores in cases:
+        for k in (1, 7, n // 3, n - 1, n):
+            expected = torch.kthvalue(scores, n - k + 1).values
+            assert float(kth_largest(scores, k)) == float(expected), k

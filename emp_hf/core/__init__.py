@@ -1,5 +1,6 @@
 """The framework-free pruning core: imports torch only."""
 
+from .buffer import ScoreBuffer
 from .config import PruningConfig
 from .distributed import gather_updates
 from .per_example import classification_scores, regression_scores
@@ -18,6 +19,7 @@ __all__ = [
     "PruningReport",
     "PruningSampler",
     "PruningSchedule",
+    "ScoreBuffer",
     "ScoreStore",
     "Selection",
     "SelectionContext",

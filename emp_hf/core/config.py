@@ -24,9 +24,9 @@ def _check_range(name: str, value: float, low: float, high: float, *, low_open: 
 
 @dataclass
 class PruningConfig:
-    """How to prune: the method of ../shared/spec/METHODS.md and its settings.
+    """How to prune: a method of docs/methods.md and its settings.
 
-    Defaults are those of METHODS.md; `anneal=None` means the method's own
+    Defaults are those of docs/methods.md; `anneal=None` means the method's own
     default (0.125 for `emp` and `infobatch`, 0 otherwise).
     """
 

@@ -40,8 +40,9 @@ def _comm_device() -> torch.device:
 def gather_updates(indices: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
     """All ranks' (indices, *values), concatenated in rank order, on the CPU.
 
-    Without an initialised process group (or with one process) the inputs are
-    returned unchanged. Ranks may contribute different numbers of rows.
+    Two collectives whatever the number of fields: the row counts, then one float64 block holding the
+    indices (exact below 2^53) and the values. Without an initialised process group (or with one process)
+    the inputs are returned unchanged (on the CPU). Ranks may contribute different numbers of rows.
     """
     indices = indices.detach().reshape(-1).to(torch.int64)
     flat_values = [v.detach().reshape(-1).to(torch.float32) for v in values]
@@ -52,20 +53,11 @@ def gather_updates(indices: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
     counts = [torch.zeros_like(count) for _ in range(world_size())]
     dist.all_gather(counts, count)
     sizes = [int(c.item()) for c in counts]
-    longest = max(sizes)
-
-    padded_idx = torch.zeros(longest, dtype=torch.int64, device=device)
-    padded_idx[: indices.numel()] = indices.to(device)
-    gathered_idx = [torch.empty_like(padded_idx) for _ in sizes]
-    dist.all_gather(gathered_idx, padded_idx)
-    out = [torch.cat([g[:n].cpu() for g, n in zip(gathered_idx, sizes)])]
-
-    if flat_values:
-        stacked = torch.zeros(len(flat_values), longest, dtype=torch.float32, device=device)
-        for row, v in enumerate(flat_values):
-            stacked[row, : v.numel()] = v.to(device)
-        gathered = [torch.empty_like(stacked) for _ in sizes]
-        dist.all_gather(gathered, stacked)
-        joined = torch.cat([g[:, :n].cpu() for g, n in zip(gathered, sizes)], dim=1)
-        out.extend(joined.unbind(0))
-    return tuple(out)
+    block = torch.zeros(1 + len(flat_values), max(sizes), dtype=torch.float64, device=device)
+    block[0, : indices.numel()] = indices.to(device, torch.float64)
+    for row, v in enumerate(flat_values, start=1):
+        block[row, : v.numel()] = v.to(device, torch.float64)
+    gathered = [torch.empty_like(block) for _ in sizes]
+    dist.all_gather(gathered, block)
+    joined = torch.cat([g[:, :n] for g, n in zip(gathered, sizes)], dim=1).cpu()
+    return (joined[0].to(torch.int64), *(row.to(torch.float32) for row in joined[1:]))

@@ -1,4 +1,4 @@
-"""Selection policies: one class per method of METHODS.md, found by name.
+"""Selection policies: one class per method of docs/methods.md, found by name.
 
 A policy turns the score store into the set of examples to train on in one
 pruning epoch. It never orders the set (the sampler does, so that every
@@ -38,6 +38,41 @@ class SelectionContext:
     generator: torch.Generator  # seeded by (seed, epoch): the only source of randomness
     seed: int
     round_index: int  # how many pruning selections were made before this one
+    scores: Tensor | None = None  # the policy's scores of the store, computed once by the pruner
+
+
+#: Below this size `torch.kthvalue` is as fast as the radix pass of `kth_largest`.
+_RADIX_MIN = 1 << 20
+
+
+def unseen_first(value: Tensor, store: ScoreStore) -> Tensor:
+    """`value` (a fresh tensor, modified in place) with +inf for examples never scored, so they rank first."""
+    return value.masked_fill_(store.times_trained == 0, float("inf"))
+
+
+def kth_largest(scores: Tensor, k: int) -> Tensor:
+    """The k-th largest value of a float32 vector (1 <= k <= N), exactly, in a few linear passes.
+
+    One radix pass: float32 bit patterns mapped to integers in the same order, a histogram of their top 16
+    bits (`bincount`) finds the bucket that holds the k-th largest, and `kthvalue` finishes inside that
+    bucket only. At 10^7 values this is about twice as fast as `kthvalue` over everything.
+    """
+    n = scores.numel()
+    if n < _RADIX_MIN or scores.dtype != torch.float32:
+        return torch.kthvalue(scores, n - k + 1).values
+    bits = scores.view(torch.int32)
+    key = bits >> 31  # -1 for negative floats, 0 otherwise
+    key &= 0x7FFFFFFF
+    key ^= bits  # order-preserving: negative floats have their magnitude bits flipped
+    key >>= 16
+    key += 32768  # 0 .. 65535, in the order of the floats
+    counts = torch.bincount(key, minlength=65536)
+    from_top = counts.flip(0).cumsum(0)
+    position = int(torch.searchsorted(from_top, torch.tensor(k)))
+    bucket = 65535 - position
+    above = int(from_top[position]) - int(counts[bucket])  # values in higher buckets
+    candidates = scores[key == bucket]
+    return torch.kthvalue(candidates, candidates.numel() - (k - above) + 1).values
 
 
 def top_k_mask(scores: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
@@ -53,7 +88,7 @@ def top_k_mask(scores: Tensor, k: int, generator: torch.Generator | None = None)
         return torch.ones(n, dtype=torch.bool)
     if k <= 0:
         return torch.zeros(n, dtype=torch.bool)
-    threshold = torch.kthvalue(scores, n - k + 1).values
+    threshold = kth_largest(scores, k)
     mask = scores > threshold
     missing = k - int(mask.sum())
     if missing > 0:
@@ -95,10 +130,13 @@ class SelectionPolicy:
 
     def score(self, store: ScoreStore) -> Tensor:
         """Per-example priority (higher = more worth training); unseen examples rank first."""
-        return torch.where(store.seen, store.loss, torch.full_like(store.loss, float("inf")))
+        return unseen_first(store.loss.clone(), store)
+
+    def scores_of(self, ctx: SelectionContext) -> Tensor:
+        return ctx.scores if ctx.scores is not None else self.score(ctx.store)
 
     def select(self, ctx: SelectionContext) -> Selection:
-        return mask_to_selection(top_k_mask(self.score(ctx.store), ctx.keep, ctx.generator))
+        return mask_to_selection(top_k_mask(self.scores_of(ctx), ctx.keep, ctx.generator))
 
     def planned_size(self, num_examples: int, keep: int) -> int:
         """Examples per pruning epoch, known before training (an estimate where `exact_plan` is False)."""
@@ -170,8 +208,7 @@ class EMPPolicy(SelectionPolicy):
     default_anneal = 0.125
 
     def score(self, store: ScoreStore) -> Tensor:
-        value = store.loss + self.config.beta * store.entropy
-        return torch.where(store.seen, value, torch.full_like(value, float("inf")))
+        return unseen_first(torch.add(store.loss, store.entropy, alpha=self.config.beta), store)
 
 
 @register_policy
@@ -215,7 +252,7 @@ class UncertaintyPolicy(SelectionPolicy):
     name = "uncertainty"
 
     def score(self, store: ScoreStore) -> Tensor:
-        return torch.where(store.seen, store.ema, torch.full_like(store.ema, float("inf")))
+        return unseen_first(store.ema.clone(), store)
 
 
 @register_policy
@@ -226,7 +263,7 @@ class EpsGreedyPolicy(UncertaintyPolicy):
 
     def select(self, ctx: SelectionContext) -> Selection:
         explore = round(self.config.eps * ctx.keep)
-        mask = top_k_mask(self.score(ctx.store), ctx.keep - explore, ctx.generator)
+        mask = top_k_mask(self.scores_of(ctx), ctx.keep - explore, ctx.generator)
         rest = torch.nonzero(~mask).squeeze(1)
         mask[random_subset(rest, explore, ctx.generator)] = True
         return mask_to_selection(mask)
@@ -239,8 +276,7 @@ class UCBPolicy(SelectionPolicy):
     name = "ucb"
 
     def score(self, store: ScoreStore) -> Tensor:
-        value = store.ema + self.config.ucb_c * store.ema_var
-        return torch.where(store.seen, value, torch.full_like(value, float("inf")))
+        return unseen_first(torch.add(store.ema, store.ema_var, alpha=self.config.ucb_c), store)
 
 
 @register_policy

@@ -115,6 +115,7 @@ class DataPruner:
         self._pruned: Selection | None = None  # last pruning selection, reused within a period
         self._pruned_epoch: int | None = None
         self._order: Tensor | None = None
+        self._dense_weights: tuple[Selection, Tensor] | None = None
 
     # ------------------------------------------------------------------ plan
     def plan(self) -> list[int]:
@@ -153,6 +154,7 @@ class DataPruner:
         if self.epoch is not None and self.epoch != epoch:
             self.close_epoch(self.epoch)
         full = self.schedule.is_full(epoch)
+        scores = self.policy.score(self.store) if self.policy.uses_scores else None  # once per epoch
         if full:
             selection = Selection(indices=torch.arange(self.num_examples))
         else:
@@ -165,13 +167,14 @@ class DataPruner:
                     generator=seeded_generator(self.seed, chosen_at, _SELECT_STREAM),
                     seed=self.seed,
                     round_index=self.schedule.round_index(epoch),
+                    scores=scores,
                 )
                 self._pruned = self.policy.select(ctx)
                 self._pruned_epoch = chosen_at
             selection = self._pruned
             self.store.times_selected[selection.indices] += 1
         self.epoch, self.selection, self._order = epoch, selection, None
-        self.report.record_selection(epoch, selection.indices, full, self.mean_score())
+        self.report.record_selection(epoch, selection.indices, full, self.mean_score(scores))
 
     def _ensure_epoch(self) -> Selection:
         if self.selection is None:
@@ -193,11 +196,14 @@ class DataPruner:
     def epoch_size(self) -> int:
         return len(self._ensure_epoch())
 
-    def mean_score(self) -> float | None:
+    def mean_score(self, scores: Tensor | None = None) -> float | None:
+        """Mean of the policy's score over the examples scored so far (None before any)."""
         seen = self.store.seen
-        if not bool(seen.any()):
+        count = int(seen.sum())
+        if count == 0 or not self.policy.uses_scores:
             return None
-        return float(self.policy.score(self.store)[seen].mean())
+        scores = self.policy.score(self.store) if scores is None else scores
+        return float(torch.where(seen, scores, 0.0).sum(dtype=torch.float64)) / count
 
     # ---------------------------------------------------------------- scores
     def update(self, indices: Tensor, losses: Tensor, entropies: Tensor | None = None) -> None:
@@ -236,6 +242,20 @@ class DataPruner:
     def weighted(self) -> bool:
         """True when this epoch's selection carries loss weights (infobatch's pruning epochs)."""
         return self._ensure_epoch().weights is not None
+
+    def dense_loss_weights(self, device: torch.device | str | None = None) -> Tensor | None:
+        """This epoch's loss weight of every example as one (N,) float32 tensor on `device` (None when the
+        epoch has no weights), built once per epoch: a step indexes it on the device, with no host round trip."""
+        selection = self._ensure_epoch()
+        if selection.weights is None:
+            return None
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        cached = self._dense_weights
+        if cached is None or cached[0] is not selection or cached[1].device != device:
+            dense = torch.ones(self.num_examples, dtype=torch.float32)
+            dense[selection.indices] = selection.weights.to(torch.float32)
+            self._dense_weights = (selection, dense.to(device))
+        return self._dense_weights[1]  # type: ignore[index]
 
     def loss_weights(self, indices: Tensor) -> Tensor:
         """Per-example loss weights for a batch (1 except for infobatch's kept well-learned examples)."""

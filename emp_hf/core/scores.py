@@ -99,7 +99,7 @@ class ScoreStore:
         ema_prev = torch.where(first, loss, self.ema[unique])
         var_prev = self.ema_var[unique]
         a = self.ema_alpha
-        # METHODS.md: var <- (1-a) var + a (loss - ema_prev)^2; ema <- a loss + (1-a) ema_prev;
+        # docs/methods.md: var <- (1-a) var + a (loss - ema_prev)^2; ema <- a loss + (1-a) ema_prev;
         # both start from the first observed loss (variance 0).
         new_var = torch.where(first, torch.zeros_like(loss), (1 - a) * var_prev + a * (loss - ema_prev) ** 2)
         new_ema = torch.where(first, loss, a * loss + (1 - a) * ema_prev)

@@ -212,7 +212,7 @@ def apply_variants(data: ImageData, *, imbalance: bool = False, per_class: int |
         images, labels = images[keep], labels[keep]
     noisy = torch.zeros(labels.numel(), dtype=torch.bool)
     if label_noise > 0:
-        # METHODS.md: a fraction of the training labels replaced uniformly at random
+        # docs/methods.md: a fraction of the training labels replaced uniformly at random
         count = int(round(label_noise * labels.numel()))
         where = torch.randperm(labels.numel(), generator=g)[:count]
         new = torch.randint(0, data.num_classes, (count,), generator=g)

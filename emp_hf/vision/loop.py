@@ -22,7 +22,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from ..core import DataPruner, PruningConfig, PruningSampler, classification_scores, gather_updates, save_json
+from ..core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer, classification_scores, save_json
 from ..core.policies import seeded_generator
 from ..core.state_file import DamagedStateError, load_state_file, newest_complete, require, save_state_file
 from .augment import normalise, random_crop_flip
@@ -49,7 +49,7 @@ class VisionArguments:
     seed: int = field(default=0, metadata={"help": "Seed of model init, variants, augmentation and pruning."})
     output_dir: str = field(default="output/vision", metadata={"help": "Where metrics, report and checkpoints go."})
     data_dir: str | None = field(default=None, metadata={"help": "Local data folder (CIFAR pickles, IDX files)."})
-    imbalance: bool = field(default=False, metadata={"help": "Class-imbalanced CIFAR-10 keep rates (METHODS.md)."})
+    imbalance: bool = field(default=False, metadata={"help": "Class-imbalanced CIFAR-10 keep rates (docs/methods.md)."})
     per_class: int | None = field(default=None, metadata={"help": "Keep at most N training images per class."})
     label_noise: float = field(default=0.0, metadata={"help": "Fraction of training labels replaced at random."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Random subset of the training set."})
@@ -59,6 +59,7 @@ class VisionArguments:
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest'."})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if a GPU is present."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    channels_last: bool = field(default=False, metadata={"help": "NHWC memory layout (faster convolutions on GPUs)."})
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -146,8 +147,11 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     # ---- model, pruning, plan, optimiser, schedule sized to the pruned plan
     torch.manual_seed(vargs.seed)
     model = build_model(vargs.model, data.num_classes, data.in_channels, vargs.width)
+    layout = torch.channels_last if vargs.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     pruner = DataPruner(n, vargs.epochs, pargs, seed=vargs.seed, labels=data.train_labels.cpu())
     pruner.run_facts = {"world_size": world, "batch_size": vargs.batch_size}  # shape the plan: checked on resume
+    scores = ScoreBuffer(pruner, capacity=-(-n // world) + vargs.batch_size, scored=True)  # the loss needs them
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
     plan = StepPlan(_steps_per_epoch(pruner, world, vargs.batch_size))
     optimizer = build_optimizer(vargs.optimizer, model.parameters(), vargs.lr, vargs.momentum, vargs.weight_decay)
@@ -184,7 +188,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
             augment_gen = torch.Generator(device).manual_seed(int(augment_gen.initial_seed()))
 
         model.train()
-        seen_idx, seen_loss, seen_ent = [], [], []
+        dense_weights = pruner.dense_loss_weights(device)  # None but in infobatch's pruning epochs
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         for b in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not (main and vargs.progress)):
@@ -192,25 +196,22 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
             images, labels = data.train_images[idx], data.train_labels[idx]
             if vargs.augment:
                 images = random_crop_flip(images, augment_gen, pad=pad, flip=flip)
-            inputs = normalise(images, mean, std)
+            inputs = normalise(images, mean, std).contiguous(memory_format=layout)
             with accelerator.autocast():
                 logits = model(inputs)
             loss_i, entropy_i = classification_scores(logits, labels)
-            weights = pruner.loss_weights(idx.cpu()).to(device) if pruner.weighted else 1.0
+            weights = dense_weights[idx] if dense_weights is not None else 1.0  # on the device
             loss = (loss_i * weights).mean()
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            seen_idx.append(idx)
-            seen_loss.append(loss_i.detach())
-            seen_ent.append(entropy_i.detach())
+            scores.add(idx, loss_i, entropy_i)
             loss_sum += loss_i.detach().sum()
             correct += (logits.detach().argmax(-1) == labels).sum()
 
-        # ---- the epoch's scores, from every rank, into every rank's store (one sync per epoch)
-        all_idx, all_loss, all_ent = gather_updates(torch.cat(seen_idx), torch.cat(seen_loss), torch.cat(seen_ent))
-        pruner.update(all_idx, all_loss, all_ent)  # its host copy also waits for the device's queued work
+        # ---- the epoch's scores, from every rank, into every rank's store (one flush per epoch)
+        scores.flush()  # its host copy also waits for the device's queued work
         train_time = time.time() - epoch_start
         totals = accelerator.reduce(torch.stack([loss_sum, correct.float(),
                                                  torch.tensor(float(order.numel()), device=device)]), "sum")

@@ -1,0 +1,89 @@
+"""On a GPU: does emp-hf's per-step code make the host wait for the device? (It must not.)
+
+    python benchmarks/gpu_sync_check.py
+
+`torch.cuda.set_sync_debug_mode("error")` is switched on around emp-hf's work inside every training step
+(the scoring forward hook, with the InfoBatch gradient-hook registration, and the append to the score
+buffer), so any synchronising operation there raises. The Trainer's own per-step syncs (its NaN check of
+the loss, logging) are outside and not counted. Runs EMP and InfoBatch for 3 epochs (InfoBatch's epoch 1
+is weighted) on a BERT-base-sized model in bf16, and prints one line per method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+
+import torch
+from torch.utils.data import Dataset
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from transformers import BertConfig, BertForSequenceClassification, TrainingArguments  # noqa: E402
+
+import emp_hf.core.buffer as buffer_module  # noqa: E402
+from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
+
+CHECKED = {"calls": 0}
+
+
+@contextlib.contextmanager
+def no_sync_allowed():
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    CHECKED["calls"] += 1
+
+
+real_add = buffer_module.ScoreBuffer.add
+
+
+def checked_add(self, *args, **kwargs):
+    with no_sync_allowed():
+        return real_add(self, *args, **kwargs)
+
+
+buffer_module.ScoreBuffer.add = checked_add
+
+
+class CheckedTrainer(PruningTrainer):
+    def _on_forward(self, *args, **kwargs):
+        with no_sync_allowed():
+            return super()._on_forward(*args, **kwargs)
+
+
+class Rows(Dataset):
+    def __init__(self, n=1024, length=128):
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(5, 1000, (n, length), generator=g)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": int(self.ids[i, 0]) % 2}
+
+
+def main() -> None:
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}; BERT 12x768, batch 32, seq 128, bf16")
+    for method in ("emp", "infobatch"):
+        CHECKED["calls"] = 0
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(BertConfig(vocab_size=1000, max_position_embeddings=128))
+        with tempfile.TemporaryDirectory() as out:
+            args = TrainingArguments(out, per_device_train_batch_size=32, num_train_epochs=3, bf16=True,
+                                     report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True)
+            trainer = CheckedTrainer(model=model, args=args, train_dataset=Rows(),
+                                     pruning_args=PruningArguments(method=method, prune=0.5, anneal=0.0))
+            trainer.train()
+        weighted = [r.epoch for r in trainer.pruner.report.epochs.values() if not r.full]
+        print(f"{method}: {trainer.state.global_step} steps, emp-hf per-step code checked {CHECKED['calls']} times "
+              f"under set_sync_debug_mode('error'): no host sync (pruned epochs {weighted}; scores flushed "
+              f"{len(trainer.pruner.report.epochs)} times, once per epoch)")
+
+
+if __name__ == "__main__":
+    main()
