@@ -187,7 +187,9 @@ class DataPruner:
         selection = self._ensure_epoch()
         if self._order is None:
             if self.shuffle:
-                perm = torch.randperm(len(selection), generator=seeded_generator(self.seed, self.epoch, _ORDER_STREAM))
+                size = len(selection)
+                perm = torch.randperm(size, generator=seeded_generator(self.seed, self.epoch, _ORDER_STREAM),
+                                      dtype=torch.int32 if size < 2**31 else torch.int64)
                 self._order = selection.indices[perm]
             else:
                 self._order = selection.indices
@@ -199,11 +201,13 @@ class DataPruner:
     def mean_score(self, scores: Tensor | None = None) -> float | None:
         """Mean of the policy's score over the examples scored so far (None before any)."""
         seen = self.store.seen
-        count = int(seen.sum())
+        count = int(torch.count_nonzero(seen))
         if count == 0 or not self.policy.uses_scores:
             return None
         scores = self.policy.score(self.store) if scores is None else scores
-        return float(torch.where(seen, scores, 0.0).sum(dtype=torch.float64)) / count
+        # Unseen examples score +inf (they rank first) and seen ones are finite (non-finite are never stored):
+        # zeroing the infinities sums exactly the seen scores, in one pass.
+        return float(torch.nan_to_num(scores, posinf=0.0).sum()) / count
 
     # ---------------------------------------------------------------- scores
     def update(self, indices: Tensor, losses: Tensor, entropies: Tensor | None = None) -> None:
