@@ -38,8 +38,15 @@ TRAINER_HOOKS: dict[str, tuple[str, ...]] = {
     # the per-example scores are taken around the Trainer's own training step
     "training_step": ("model", "inputs", "num_items_in_batch"),
 }
-#: Trainer attributes read: the train batch size, the label keys, label smoothing.
+#: Trainer instance attributes read: the train batch size and the label keys (checked on each new trainer).
 TRAINER_ATTRIBUTES = ("_train_batch_size", "label_names")
+
+
+def check_trainer_attributes(trainer: object) -> None:
+    missing = [name for name in TRAINER_ATTRIBUTES if not hasattr(trainer, name)]
+    if missing:
+        raise ImportError(f"transformers {transformers.__version__}: Trainer instances lack {missing}; emp-hf "
+                          f"needs them. {_report()}")
 
 
 def check_transformers(version: str = transformers.__version__) -> None:

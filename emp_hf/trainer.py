@@ -41,7 +41,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset
 from transformers import Seq2SeqTrainer, Trainer, TrainingArguments
 
-from . import _compat  # noqa: F401  (checks the installed transformers)
+from . import _compat  # checks the installed transformers at import
 from .core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer
 from .core.distributed import shutdown
 from .core.report import save_json
@@ -184,6 +184,7 @@ class PruningMixin:
         if bound.get("train_dataset") is not None:
             self._check_train_dataset(bound["train_dataset"])
         super().__init__(*args, **kwargs)
+        _compat.check_trainer_attributes(self)
         logger.setLevel(self.args.get_process_log_level())  # follow the Trainer's verbosity (log_level)
         self.pruner: DataPruner | None = None
         self._pruning_sampler: PlannedSampler | None = None
@@ -639,8 +640,9 @@ class PruningMixin:
         if not os.path.isfile(path):
             return
         evals = [h for h in self.state.log_history if any(k.startswith("eval_") for k in h)]
+        timing = ("_runtime", "_per_second")
         final = {k: v for k, v in (evals[-1] if evals else {}).items()
-                 if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(("_runtime", "_per_second"))}
+                 if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(timing)}
         with open(path, "a", encoding="utf-8") as f:
             f.write("\n" + model_card_section(self.pruning_args, report_path, final))
 
