@@ -145,7 +145,8 @@ def label_column(dataset: Any, label_names: list[str] | None) -> Tensor | None:
     if key is None:
         return None
     try:
-        labels = torch.as_tensor(dataset[key])
+        # `[:]`: datasets >= 4 returns a lazy column, which torch would read one row at a time (seconds at 10^5 rows)
+        labels = torch.as_tensor(dataset[key][:])
     except (TypeError, ValueError, RuntimeError):
         return None
     if labels.dim() != 1 or labels.is_floating_point() or labels.numel() != len(dataset) or labels.numel() == 0:
