@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/trainer_bench.py overhead
     OMP_NUM_THREADS=1 python benchmarks/trainer_bench.py saving
     python benchmarks/trainer_bench.py overhead --gpu --method emp --layers 12 --hidden 768 --length 128
+    python benchmarks/trainer_bench.py interleaved --gpu --layers 12 --hidden 768 --length 128 --n 8192 --repeats 3
 
 overhead: median optimizer-step time of PruningTrainer(method="full") over the
   plain Trainer on the same model, data and settings; runs alternate A, B, A, B
@@ -94,6 +95,24 @@ def overhead(args) -> None:
           f"ratio {med['pruning'] / med['plain']:.3f}  ({len(steps['plain'])} {'runs' if GPU else 'steps'} each)")
 
 
+def interleaved(args) -> None:
+    """Whole-run wall time per step of plain / PruningTrainer(emp) / PruningTrainer(full), one epoch each, the order
+    rotated every round, so that drift and per-run costs (set-up, the end of training) count as they do for users."""
+    ds = data(args.n, args.length)
+    run("plain", ds, 1, args.layers, args.hidden)  # warm-up, discarded
+    per_step: dict[str, list[float]] = {"plain": [], "emp": [], "full": []}
+    for round_ in range(args.repeats):
+        kinds = ["plain", "emp", "full"]
+        for kind in kinds[round_ % 3:] + kinds[: round_ % 3]:
+            wall, timer, _ = run("plain" if kind == "plain" else "pruning", ds, 1, args.layers, args.hidden,
+                                 PruningArguments(method="full" if kind == "plain" else kind))
+            per_step[kind].append(wall / len(timer.times))
+    med = {k: statistics.median(v) for k, v in per_step.items()}
+    print("per-step s by run: " + "; ".join(f"{k} " + ", ".join(f"{x:.4f}" for x in v) for k, v in per_step.items()))
+    print(f"median: plain {med['plain']:.4f}  emp {med['emp']:.4f} ({med['emp'] / med['plain']:.3f})  "
+          f"full {med['full']:.4f} ({med['full'] / med['plain']:.3f})")
+
+
 def saving(args) -> None:
     ds = data(args.n, args.length)
     print(f"{'prune':>6} {'wall s':>8} {'fwd':>7} {'ideal saving':>13} {'achieved':>9} {'efficiency':>11}")
@@ -117,7 +136,7 @@ def saving(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["overhead", "saving"])
+    parser.add_argument("mode", choices=["overhead", "interleaved", "saving"])
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=8)
@@ -132,11 +151,11 @@ def main() -> None:
     GPU = args.gpu
     hf_logging.set_verbosity_error()
     device = torch.cuda.get_device_name() if GPU else f"CPU, {torch.get_num_threads()} thread(s)"
-    epochs = 1 if args.mode == "overhead" and args.method != "full" else args.epochs
+    epochs = 1 if (args.mode == "overhead" and args.method != "full") or args.mode == "interleaved" else args.epochs
     print(f"torch {torch.__version__}, {device}, {platform.machine()}; "
           f"BERT {args.layers}x{args.hidden}, N={args.n}, len {args.length}, batch 32, {epochs} epoch(s) per run, "
           f"{args.repeats} repeats")
-    overhead(args) if args.mode == "overhead" else saving(args)
+    {"overhead": overhead, "interleaved": interleaved, "saving": saving}[args.mode](args)
 
 
 if __name__ == "__main__":
