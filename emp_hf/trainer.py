@@ -266,14 +266,14 @@ class PruningMixin:
         checkpoint in `output_dir` (a save cut short by a kill is skipped, with a warning), and refuses when
         there is none, instead of starting over."""
         if resume_from_checkpoint is True or resume_from_checkpoint == "latest":
-            found = newest_complete(self.args.output_dir, "checkpoint-", complete_checkpoint_problem)
+            found = newest_complete(self.args.output_dir, "checkpoint-", checkpoint_pruning_state)
             if found is None:
                 raise ValueError(
                     f"resume_from_checkpoint={resume_from_checkpoint!r}: no complete checkpoint in "
                     f"{self.args.output_dir!r}. Drop the flag to start a new run."
                 )
-            logger.warning("Resuming from %s, the newest complete checkpoint.", found)
-            resume_from_checkpoint = str(found)
+            logger.warning("Resuming from %s, the newest complete checkpoint.", found[0])
+            resume_from_checkpoint = str(found[0])
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def get_train_dataloader(self):
@@ -383,13 +383,7 @@ class PruningMixin:
                 "so the pruning scores and selection cannot be restored."
             )
         assert self.pruner is not None
-        state = load_state_file(state_path)
-        require(state, state_path, "global_step")
-        if int(state["global_step"]) != self.state.global_step:
-            raise DamagedStateError(
-                f"{state_path} belongs to step {state['global_step']}, but its checkpoint's trainer_state.json is at "
-                f"step {self.state.global_step}: the folder mixes two saves. Resume from another checkpoint."
-            )
+        state = checkpoint_pruning_state(resume_from_checkpoint, self.state.global_step)
         self.pruner.load_state_dict(state, source=state_path)
         # The restored state knows the real sizes of the epochs already run (infobatch's differ from the plan).
         self._plan_steps(self._planning_dataloader)
@@ -591,7 +585,7 @@ class PruningMixin:
                                   f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
             # Written (atomically) before the Trainer's own files, whose trainer_state.json comes last:
-            # a checkpoint with trainer_state.json is complete (`complete_checkpoint_problem`).
+            # a checkpoint with trainer_state.json is complete (`checkpoint_pruning_state`).
             save_state_file({**self.pruner.state_dict(), "global_step": self.state.global_step},
                             os.path.join(folder, STATE_FILE))
         super()._save_checkpoint(model, trial)
@@ -648,31 +642,35 @@ class PruningMixin:
             f.write("\n" + model_card_section(self.pruning_args, report_path, final))
 
 
-def complete_checkpoint_problem(folder: os.PathLike[str] | str) -> str | None:
-    """Why a Trainer checkpoint folder cannot be resumed from (None when it can): trainer_state.json is the
-    Trainer's last write, so a folder whose trainer_state.json parses, at the folder's own step, and whose
-    pruning state loads, is complete."""
+def checkpoint_pruning_state(folder: os.PathLike[str] | str, step: int | None = None) -> dict[str, Any]:
+    """The pruning state of a Trainer checkpoint folder, checked to belong to that checkpoint: it must be at
+    `step` (when resuming, the step of the checkpoint's trainer_state.json), else at the step that the
+    folder's trainer_state.json records. trainer_state.json is the Trainer's last write, so a folder where it
+    parses, at the folder's own step, with a pruning state of the same step, is complete.
+    Anything else raises `DamagedStateError` with the reason."""
     import json
     from pathlib import Path
 
     folder = Path(folder)
-    state_json = folder / "trainer_state.json"
-    if not state_json.is_file():
-        return "no trainer_state.json (the save was cut short)"
-    try:
-        step = int(json.loads(state_json.read_text(encoding="utf-8"))["global_step"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
-        return f"trainer_state.json is damaged ({type(error).__name__})"
-    if folder.name != f"checkpoint-{step}":
-        return f"trainer_state.json is at step {step}, not the folder's"
-    try:
-        state = load_state_file(folder / STATE_FILE)
-        require(state, folder / STATE_FILE, "global_step")
-    except DamagedStateError as error:
-        return str(error)
+    if step is None:
+        state_json = folder / "trainer_state.json"
+        if not state_json.is_file():
+            raise DamagedStateError("no trainer_state.json (the save was cut short)")
+        try:
+            step = int(json.loads(state_json.read_text(encoding="utf-8"))["global_step"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+            raise DamagedStateError(f"trainer_state.json is damaged ({type(error).__name__})") from None
+        if folder.name != f"checkpoint-{step}":
+            raise DamagedStateError(f"trainer_state.json is at step {step}, not the folder's")
+    path = folder / STATE_FILE
+    state = load_state_file(path)
+    require(state, path, "global_step")
     if int(state["global_step"]) != step:
-        return f"{STATE_FILE} is at step {state['global_step']}, not {step}"
-    return None
+        raise DamagedStateError(
+            f"{path} belongs to step {state['global_step']}, but its checkpoint's trainer_state.json is at step "
+            f"{step}: the folder mixes two saves. Resume from another checkpoint."
+        )
+    return state
 
 
 def release_distributed(trainer: Trainer | None = None) -> None:

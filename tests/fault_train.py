@@ -56,7 +56,7 @@ def main(out: str) -> None:
         train_dataset=tiny_dataset(40),
         pruning_args=PruningArguments(method="emp", prune=0.5, anneal=0.2),
     )
-    resume = newest_complete(out, "checkpoint-", pruning_trainer.complete_checkpoint_problem)
+    resume = newest_complete(out, "checkpoint-", pruning_trainer.checkpoint_pruning_state)
     print("TRAINING", "resume" if resume else "fresh", flush=True)
     trainer.train(resume_from_checkpoint="latest" if resume else None)
     torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, os.path.join(out, "final_weights.pt"))

@@ -78,7 +78,7 @@ def kth_largest(scores: Tensor, k: int) -> Tensor:
 def top_k_mask(scores: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
     """Boolean mask of the k largest scores; ties at the threshold drawn at random with `generator`.
 
-    `kthvalue` finds the threshold in O(N) (no full sort). Ties (unseen examples, constant scores) are
+    `kth_largest` finds the threshold in O(N) (no full sort). Ties (unseen examples, constant scores) are
     drawn by the seeded generator, not taken by index, so a degenerate store never selects a prefix of
     the dataset; the draw is a function of the seed, so every machine and a resumed run agree.
     Without a generator (tests, callers that want it) the lower indices win ties.
@@ -103,11 +103,11 @@ def mask_to_selection(mask: Tensor) -> Selection:
 
 def random_subset(candidates: Tensor, count: int, generator: torch.Generator) -> Tensor:
     """`count` entries of `candidates` drawn uniformly without replacement."""
-    order = torch.randperm(candidates.numel(), generator=generator, dtype=_index_dtype(candidates.numel()))[:count]
+    order = torch.randperm(candidates.numel(), generator=generator, dtype=index_dtype(candidates.numel()))[:count]
     return candidates[order]
 
 
-def _index_dtype(n: int) -> torch.dtype:
+def index_dtype(n: int) -> torch.dtype:
     """int32 permutations are about twice as fast to draw as int64 ones, and exact below 2^31."""
     return torch.int32 if n < 2**31 else torch.int64
 

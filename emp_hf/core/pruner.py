@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .config import PruningConfig
-from .policies import Selection, SelectionContext, build_policy, seeded_generator
+from .policies import Selection, SelectionContext, build_policy, index_dtype, seeded_generator
 from .report import PruningReport
 from .schedule import PruningSchedule, kept_count
 from .scores import ScoreStore
@@ -189,7 +189,7 @@ class DataPruner:
             if self.shuffle:
                 size = len(selection)
                 perm = torch.randperm(size, generator=seeded_generator(self.seed, self.epoch, _ORDER_STREAM),
-                                      dtype=torch.int32 if size < 2**31 else torch.int64)
+                                      dtype=index_dtype(size))
                 self._order = selection.indices[perm]
             else:
                 self._order = selection.indices
@@ -200,9 +200,10 @@ class DataPruner:
 
     def mean_score(self, scores: Tensor | None = None) -> float | None:
         """Mean of the policy's score over the examples scored so far (None before any)."""
-        seen = self.store.seen
-        count = int(torch.count_nonzero(seen))
-        if count == 0 or not self.policy.uses_scores:
+        if not self.policy.uses_scores:
+            return None
+        count = int(torch.count_nonzero(self.store.seen))
+        if count == 0:
             return None
         scores = self.policy.score(self.store) if scores is None else scores
         # Unseen examples score +inf (they rank first) and seen ones are finite (non-finite are never stored):

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 class DamagedStateError(ValueError):
@@ -69,9 +72,10 @@ def require(state: dict[str, Any], path: str | os.PathLike[str], *keys: str) -> 
             raise DamagedStateError(f"{path} is damaged or from another program: it lacks {key!r}.")
 
 
-def newest_complete(folder: str | os.PathLike[str], prefix: str, check) -> Path | None:
-    """The newest checkpoint folder `<prefix><number>` under `folder` for which `check(path)` returns None
-    (complete), logging each newer one skipped with the reason `check` gave; None when none is complete."""
+def newest_complete(folder: str | os.PathLike[str], prefix: str, load: Callable[[Path], T]) -> tuple[Path, T] | None:
+    """The newest checkpoint folder `<prefix><number>` under `folder` that `load` accepts, with what `load`
+    returned (so the caller need not read it again); each newer folder that `load` refused with a
+    `DamagedStateError` is logged as skipped, with the reason. None when no folder is accepted."""
     import logging
     import re
 
@@ -82,8 +86,8 @@ def newest_complete(folder: str | os.PathLike[str], prefix: str, check) -> Path 
         reverse=True,
     ) if Path(folder).is_dir() else []
     for _, path in found:
-        reason = check(path)
-        if reason is None:
-            return path
-        logger.warning("Skipping checkpoint %s: %s", path, reason)
+        try:
+            return path, load(path)
+        except DamagedStateError as reason:
+            logger.warning("Skipping checkpoint %s: %s", path, reason)
     return None

@@ -101,24 +101,20 @@ def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int) -> list[in
 STATE_KEYS = ("model", "optimizer", "scheduler", "pruner", "history", "epoch")
 
 
-def _checkpoint_problem(folder: Path) -> str | None:
-    """Why a vision checkpoint folder cannot be resumed from; None when it can."""
-    try:
-        state = load_state_file(folder / "state.pt")
-        require(state, folder / "state.pt", *STATE_KEYS)
-    except DamagedStateError as error:
-        return str(error)
+def _read_state(folder: Path) -> dict[str, Any]:
+    path = folder / "state.pt"
+    state = load_state_file(path)
+    require(state, path, *STATE_KEYS)
+    return state
+
+
+def _complete_checkpoint(folder: Path) -> dict[str, Any]:
+    """A vision checkpoint's state, checked to hold every field and its folder's own epoch (`DamagedStateError`
+    if not): what `latest` may resume from."""
+    state = _read_state(folder)
     if folder.name != f"checkpoint-epoch{state['epoch']}":
-        return f"its state is for epoch {state['epoch']}"
-    return None
-
-
-def _latest_checkpoint(output_dir: str) -> str:
-    found = newest_complete(output_dir, "checkpoint-epoch", _checkpoint_problem)
-    if found is None:
-        raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir!r}. "
-                         "Drop the flag to start a new run.")
-    return str(found)
+        raise DamagedStateError(f"its state is for epoch {state['epoch']}")
+    return state
 
 
 @dataclass
@@ -162,11 +158,15 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     start_epoch = 0
     resume = vargs.resume_from_checkpoint
     if resume == "latest":
-        resume = _latest_checkpoint(vargs.output_dir)
+        found = newest_complete(vargs.output_dir, "checkpoint-epoch", _complete_checkpoint)  # read once, here
+        if found is None:
+            raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {vargs.output_dir!r}. "
+                             "Drop the flag to start a new run.")
+        resume, state = str(found[0]), found[1]
+    elif resume:
+        state = _read_state(Path(resume))
     if resume:
         state_path = os.path.join(resume, "state.pt")
-        state = load_state_file(state_path)
-        require(state, state_path, *STATE_KEYS)
         pruner.load_state_dict(state["pruner"], source=state_path)  # first: refuses a changed plan by name
         accelerator.unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
