@@ -8,6 +8,7 @@ the original GLUE TSV folders (`<data_dir>/CoLA/train.tsv`, `dev.tsv`, ...).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -165,29 +166,31 @@ def _csv_rows(task: GlueTask, path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _read_split(task: GlueTask, path: Path) -> list[dict[str, Any]]:
+    """One split file (JSON Lines, CSV with a header, or an original GLUE TSV), validated; rows as dicts."""
+    if path.suffix in (".json", ".jsonl"):
+        rows = _jsonl_rows(path)
+    elif path.suffix == ".csv":
+        rows = _csv_rows(task, path)
+    else:
+        rows = _tsv_rows(task, path)
+    validate_rows(task, rows, str(path))
+    return [{k: v for k, v in row.items() if k != "_line"} for row in rows]
+
+
 def load_files(task: GlueTask, files: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     """Splits from files named on the command line (run_glue's --train_file/--validation_file): .csv with a
     header, or .json/.jsonl with one object per line; columns as on the Hub (e.g. sentence1, sentence2, label)."""
-    splits = {}
     for split, name in files.items():
-        path = Path(name)
-        if not path.is_file():
+        if not Path(name).is_file():
             raise ValueError(f"--{split}_file {name!r} does not exist.")
-        if path.suffix not in (".csv", ".json", ".jsonl"):
+        if Path(name).suffix not in (".csv", ".json", ".jsonl"):
             raise ValueError(f"--{split}_file {name!r}: use a .csv, .json or .jsonl file.")
-        rows = _csv_rows(task, path) if path.suffix == ".csv" else _jsonl_rows(path)
-        validate_rows(task, rows, str(path))
-        splits[split] = [{k: v for k, v in row.items() if k != "_line"} for row in rows]
-    return splits
+    return {split: _read_split(task, Path(name)) for split, name in files.items()}
 
 
 def load_local(task: GlueTask, data_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
-    splits = {}
-    for split, path in local_split_files(task, data_dir).items():
-        rows = _jsonl_rows(path) if path.suffix == ".jsonl" else _tsv_rows(task, path)
-        validate_rows(task, rows, str(path))
-        splits[split] = [{k: v for k, v in row.items() if k != "_line"} for row in rows]
-    return splits
+    return {split: _read_split(task, path) for split, path in local_split_files(task, data_dir).items()}
 
 
 def validate_rows(task: GlueTask, rows: list[dict[str, Any]], where: str) -> None:
@@ -220,19 +223,25 @@ def compute_glue_metrics(task: GlueTask, predictions: np.ndarray, labels: np.nda
     """The GLUE metrics of `task` from model outputs (logits are arg-maxed); `combined_score` is their mean
     where there are several, as in transformers' run_glue.py. Computed through the `evaluate` module shipped
     in `emp_hf/metrics/glue`, loaded from its folder (no Hub)."""
-    import evaluate
-
-    from .metrics import GLUE_METRIC
-
     predictions = np.asarray(predictions)
     if task.is_regression:
         predictions = predictions.reshape(-1)
     elif predictions.ndim > 1:
         predictions = predictions.argmax(-1)
-    out = evaluate.load(GLUE_METRIC, task.name).compute(predictions=predictions, references=np.asarray(labels))
+    out = _glue_metric(task.name).compute(predictions=predictions, references=np.asarray(labels))
     if len(out) > 1:
         out["combined_score"] = float(np.mean(list(out.values())))
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _glue_metric(task_name: str):
+    """The `evaluate` module for one task, loaded (copied and imported) once per process, not per evaluation."""
+    import evaluate
+
+    from .metrics import GLUE_METRIC
+
+    return evaluate.load(GLUE_METRIC, task_name)
 
 
 def glue_metric_values(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
