@@ -19,6 +19,11 @@ import torch
 from emp_hf.core import BYTES_PER_EXAMPLE, DataPruner, PruningConfig
 
 
+def current_rss_gib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**30
+
+
 def timed(fn, repeat=3):
     best = float("inf")
     for _ in range(repeat):
@@ -46,7 +51,7 @@ def main() -> None:
             g = torch.Generator().manual_seed(0)
             # one full epoch of updates in one go (fills every score), then time batch-sized updates
             t0 = time.perf_counter()
-            chunk = 1 << 20
+            chunk = 1 << 16  # small temporaries, so that the peak RSS is the selection's
             for start in range(0, n, chunk):
                 idx = torch.arange(start, min(n, start + chunk))
                 pruner.update(idx, torch.rand(idx.numel(), generator=g), torch.rand(idx.numel(), generator=g))
@@ -62,10 +67,11 @@ def main() -> None:
                 pruner.set_epoch(1)
                 pruner.epoch_order()
 
+            before = current_rss_gib()
             selection = timed(select)
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
             print(f"{n:>11,} {method:>10} {per_batch:>15.6f} {epoch_updates:>16.3f} {selection:>12.3f}"
-                  f"   peak RSS so far {peak:.1f} GiB")
+                  f"   RSS before selection {before:.2f} GiB, peak RSS so far {peak:.2f} GiB")
 
 
 if __name__ == "__main__":

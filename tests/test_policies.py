@@ -166,3 +166,36 @@ def test_kth_largest_radix_pass_equals_kthvalue():
         for k in (1, 7, n // 3, n - 1, n):
             expected = torch.kthvalue(scores, n - k + 1).values
             assert float(kth_largest(scores, k)) == float(expected), k
+
+
+def test_top_k_mask_at_radix_size_takes_k_with_ties_drawn_from_the_bucket():
+    from emp_hf.core.policies import _RADIX_MIN
+
+    g = torch.Generator().manual_seed(1)
+    n = _RADIX_MIN + 1001
+    cases = [
+        torch.randint(0, 7, (n,), generator=g).float(),  # heavy ties, non-negative mapping
+        torch.randint(-3, 4, (n,), generator=g).float(),  # heavy ties with negatives, general mapping
+    ]
+    for scores in cases:
+        for k in (1, n // 5, n // 2 + 3, n - 1):
+            mask = top_k_mask(scores, k, torch.Generator().manual_seed(0))
+            assert int(mask.sum()) == k
+            threshold = torch.kthvalue(scores, n - k + 1).values
+            assert bool(mask[scores > threshold].all()) and not bool(mask[scores < threshold].any())
+            ties = torch.nonzero(scores == threshold).squeeze(1)
+            chosen_ties = torch.nonzero(mask & (scores == threshold)).squeeze(1)
+            if 0 < chosen_ties.numel() < ties.numel():  # drawn at random, not the lowest indices
+                assert not torch.equal(chosen_ties, ties[: chosen_ties.numel()])
+
+
+def test_nonzero_indices_chunked_equals_nonzero_in_int32():
+    from emp_hf.core.policies import _CHUNK, nonzero_indices
+
+    g = torch.Generator().manual_seed(2)
+    for n in (10, _CHUNK, 3 * _CHUNK + 5):
+        for density in (0.0, 0.3, 1.0):
+            mask = torch.rand(n, generator=g) < density
+            got = nonzero_indices(mask)
+            assert got.dtype == torch.int32
+            assert torch.equal(got.long(), torch.nonzero(mask).squeeze(1))

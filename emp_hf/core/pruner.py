@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .config import PruningConfig
-from .policies import Selection, SelectionContext, build_policy, index_dtype, seeded_generator
+from .policies import Selection, SelectionContext, all_indices, build_policy, index_dtype, seeded_generator
 from .report import PruningReport
 from .schedule import PruningSchedule, kept_count
 from .scores import ScoreStore
@@ -37,6 +37,7 @@ logger = logging.getLogger("emp_hf")
 NONFINITE_LIMIT = 0.5
 _SELECT_STREAM = 0x5E1EC7
 _ORDER_STREAM = 0x0DE5
+_ONE = torch.ones(1, dtype=torch.int32)
 
 
 def load_scores_file(path: str | Path) -> Tensor:
@@ -154,12 +155,19 @@ class DataPruner:
         if self.epoch is not None and self.epoch != epoch:
             self.close_epoch(self.epoch)
         full = self.schedule.is_full(epoch)
+        chosen_at = None if full else self.schedule.selection_epoch(epoch)
+        # Release the vectors of the previous epoch before building new ones: at 10^8 examples each is
+        # 400 MB, and a selection then needs no more than the scores and a mask beside the store.
+        self.selection = self._order = self._dense_weights = None
+        if chosen_at != self._pruned_epoch:
+            self._pruned = None
         scores = self.policy.score(self.store) if self.policy.uses_scores else None  # once per epoch
+        mean_score = self.mean_score(scores)
         if full:
-            selection = Selection(indices=torch.arange(self.num_examples))
+            scores = None
+            selection = Selection(indices=all_indices(self.num_examples))
         else:
-            chosen_at = self.schedule.selection_epoch(epoch)
-            if self._pruned is None or self._pruned_epoch != chosen_at:
+            if self._pruned is None:
                 ctx = SelectionContext(
                     store=self.store,
                     keep=self.keep,
@@ -169,12 +177,13 @@ class DataPruner:
                     round_index=self.schedule.round_index(epoch),
                     scores=scores,
                 )
+                scores = None  # the policy takes the only reference (see `SelectionPolicy.scores_of`)
                 self._pruned = self.policy.select(ctx)
                 self._pruned_epoch = chosen_at
             selection = self._pruned
-            self.store.times_selected[selection.indices] += 1
-        self.epoch, self.selection, self._order = epoch, selection, None
-        self.report.record_selection(epoch, selection.indices, full, self.mean_score(scores))
+            self.store.times_selected.index_add_(0, selection.indices, _ONE.expand(len(selection)))
+        self.epoch, self.selection = epoch, selection
+        self.report.record_selection(epoch, selection.indices, full, mean_score)
 
     def _ensure_epoch(self) -> Selection:
         if self.selection is None:
@@ -190,7 +199,9 @@ class DataPruner:
                 size = len(selection)
                 perm = torch.randperm(size, generator=seeded_generator(self.seed, self.epoch, _ORDER_STREAM),
                                       dtype=index_dtype(size))
-                self._order = selection.indices[perm]
+                # A full epoch's indices are 0..N-1, so the permutation is the order (no N-sized gather).
+                full = size == self.num_examples
+                self._order = perm if full else selection.indices.index_select(0, perm)
             else:
                 self._order = selection.indices
         return self._order
@@ -202,10 +213,12 @@ class DataPruner:
         """Mean of the policy's score over the examples scored so far (None before any)."""
         if not self.policy.uses_scores:
             return None
-        count = int(torch.count_nonzero(self.store.seen))
+        count = self.store.num_seen
         if count == 0:
             return None
         scores = self.policy.score(self.store) if scores is None else scores
+        if count == self.num_examples:
+            return float(scores.sum()) / count
         # Unseen examples score +inf (they rank first) and seen ones are finite (non-finite are never stored):
         # zeroing the infinities sums exactly the seen scores, in one pass.
         return float(torch.nan_to_num(scores, posinf=0.0).sum()) / count
@@ -268,7 +281,7 @@ class DataPruner:
         selection = self._ensure_epoch()
         if selection.weights is None:
             return torch.ones(indices.numel(), dtype=torch.float32, device=indices.device)
-        cpu_idx = indices.detach().cpu().to(torch.int64)
+        cpu_idx = indices.detach().cpu().to(selection.indices.dtype)
         pos = torch.searchsorted(selection.indices, cpu_idx).clamp_(max=len(selection) - 1)
         found = selection.indices[pos] == cpu_idx
         weights = torch.where(found, selection.weights[pos], torch.ones_like(selection.weights[pos]))

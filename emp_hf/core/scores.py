@@ -53,11 +53,18 @@ class ScoreStore:
         self.last_epoch = torch.full((num_examples,), -1, dtype=torch.int32)
         self.nonfinite_count = 0
         self.rows_seen = 0
+        #: Examples with at least one finite observation, counted as they arrive, so that a selection after
+        #: the first full epoch (every example seen) can skip the unseen-example passes over the store.
+        self.num_seen = 0
 
     @property
     def seen(self) -> Tensor:
         """Mask of examples with at least one finite observation."""
         return self.times_trained > 0
+
+    @property
+    def all_seen(self) -> bool:
+        return self.num_seen == self.num_examples
 
     def update(self, indices: Tensor, losses: Tensor, entropies: Tensor | None = None, epoch: int = 0) -> int:
         """Record one batch of observations; returns the number of rows written.
@@ -96,6 +103,7 @@ class ScoreStore:
         loss, entropy = losses[last], entropies[last]
 
         first = self.times_trained[unique] == 0
+        self.num_seen += int(torch.count_nonzero(first))
         ema_prev = torch.where(first, loss, self.ema[unique])
         var_prev = self.ema_var[unique]
         a = self.ema_alpha
@@ -135,3 +143,4 @@ class ScoreStore:
         self.ema_alpha = float(state["ema_alpha"])
         self.nonfinite_count = int(state["nonfinite_count"])
         self.rows_seen = int(state["rows_seen"])
+        self.num_seen = int(torch.count_nonzero(self.times_trained))
