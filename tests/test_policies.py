@@ -199,3 +199,23 @@ def test_nonzero_indices_chunked_equals_nonzero_in_int32():
             got = nonzero_indices(mask)
             assert got.dtype == torch.int32
             assert torch.equal(got.long(), torch.nonzero(mask).squeeze(1))
+
+
+def test_random_subset_mask_draws_exactly_count_candidates_uniformly():
+    from emp_hf.core.policies import _RADIX_MIN, random_subset_mask
+
+    g = torch.Generator().manual_seed(3)
+    for n in (50, _RADIX_MIN + 3):
+        candidates = torch.rand(n, generator=g) < 0.4
+        total = int(candidates.sum())
+        for count in (0, 1, total // 3, total):
+            drawn = random_subset_mask(candidates, count, torch.Generator().manual_seed(count))
+            assert int(drawn.sum()) == count and not bool((drawn & ~candidates).any())
+    # uniform: each of 10 candidates drawn about count/10 of the time over many seeds
+    candidates = torch.zeros(30, dtype=torch.bool)
+    candidates[::3] = True
+    hits = sum(random_subset_mask(candidates, 3, torch.Generator().manual_seed(s)).int() for s in range(2000))
+    assert hits[~candidates].sum() == 0
+    assert torch.allclose(hits[candidates].float() / 2000, torch.full((10,), 0.3), atol=0.05)
+    with pytest.raises(ValueError, match="cannot draw 11 of 10"):
+        random_subset_mask(candidates, 11, g)
