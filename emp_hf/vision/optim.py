@@ -89,7 +89,21 @@ def step_decay(plan: StepPlan, milestones: list[int], gamma: float):
 
 
 OPTIMIZERS = ("sgd", "lars", "adam")
-SCHEDULES = ("step", "imagenet_step", "onecycle", "constant")
+SCHEDULES = ("step", "imagenet_step", "onecycle", "constant", "exponential")
+
+
+def exponential(plan: StepPlan, gamma: float):
+    """LR x gamma per epoch, smoothly within each epoch, on the planned steps (SimCLR, EMP B.5): the factor at
+    the end of epoch e is gamma^(e+1) whatever the epoch's length, so a pruned run decays as the full one."""
+
+    def factor(step: int) -> float:
+        epoch, start = 0, 0
+        while epoch < len(plan.steps_per_epoch) - 1 and step >= start + plan.steps_per_epoch[epoch]:
+            start += plan.steps_per_epoch[epoch]
+            epoch += 1
+        return gamma ** (epoch + min(1.0, (step - start) / max(1, plan.steps_per_epoch[epoch])))
+
+    return factor
 
 
 def build_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float) -> Optimizer:
@@ -102,13 +116,15 @@ def build_optimizer(name: str, params, lr: float, momentum: float, weight_decay:
     raise ValueError(f"Unknown `optimizer` {name!r}; known optimizers: {', '.join(OPTIMIZERS)}.")
 
 
-def build_schedule(name: str, optimizer: Optimizer, plan: StepPlan, epochs: int) -> LambdaLR:
+def build_schedule(name: str, optimizer: Optimizer, plan: StepPlan, epochs: int, gamma: float = 0.98) -> LambdaLR:
     if name == "onecycle":
         fn = one_cycle(plan)
     elif name == "step":  # dynamic-data-pruning CIFAR: x0.2 at epochs 60/120/160 of 200
         fn = step_decay(plan, [round(epochs * f) for f in (0.3, 0.6, 0.8)], 0.2)
     elif name == "imagenet_step":  # EMP ImageNet: x0.1 every 30 of 90 epochs
         fn = step_decay(plan, [round(epochs * f) for f in (1 / 3, 2 / 3)], 0.1)
+    elif name == "exponential":
+        fn = exponential(plan, gamma)
     elif name == "constant":
         def fn(step: int) -> float:
             return 1.0
