@@ -30,7 +30,19 @@ def main() -> None:
 def print_summary(vargs, pargs, final) -> None:
     print(f"[emp-hf] dataset={vargs.dataset} model={vargs.model} method={pargs.method} prune={pargs.prune} "
           f"test_acc={final['test_acc']:.4f} forwarded={final['forwarded_examples']:,} "
-          f"saved={final['saved_fraction']:.3f} wall={final['wall_time_s']:.1f}s world_size={max(world_size(), 1)}")
+          f"saved={final['saved_fraction']:.3f} wall={final['wall_time_s']:.1f}s world_size={max(world_size(), 1)}"
+          + scoring_note(final))
+
+
+def scoring_note(final) -> str:
+    """A static run's scoring cost, said on the summary line (and loudly when it exceeds the saving)."""
+    if "scoring_forwarded_examples" not in final:
+        return ""
+    note = (f" scoring_forwarded={final['scoring_forwarded_examples']:,} "
+            f"saved_including_scoring={final['saved_fraction_including_scoring']:.3f}")
+    if final["scoring_cost_exceeds_saving"]:
+        note += " NOTE: computing the static scores forwarded more examples than pruning saved"
+    return note
 
 
 if __name__ == "__main__":

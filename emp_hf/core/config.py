@@ -55,6 +55,11 @@ class PruningConfig:
         metadata={"help": "static: file of one score per training example (.pt, .npy, or text, one per line)."},
     )
 
+    static_flip: bool = field(
+        default=False,
+        metadata={"help": "static: keep the other end of the score (e.g. the easiest examples by EL2N)."},
+    )
+
     def __post_init__(self) -> None:
         from .policies import POLICIES  # local import: policies import this module
 

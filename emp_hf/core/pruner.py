@@ -29,7 +29,8 @@ from .policies import Selection, SelectionContext, all_indices, build_policy, in
 from .report import PruningReport
 from .schedule import PruningSchedule, kept_count
 from .scores import ScoreStore
-from .state_file import DamagedStateError
+from .state_file import DamagedStateError, load_state_file
+from .static import load_static_file
 
 logger = logging.getLogger("emp_hf")
 
@@ -40,20 +41,25 @@ _ORDER_STREAM = 0x0DE5
 _ONE = torch.ones(1, dtype=torch.int32)
 
 
-def load_scores_file(path: str | Path) -> Tensor:
-    """One float per example from a .pt, .npy or text file (one value per line)."""
+def load_scores_file(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
+    """One float per example, and what the file says about them: from a scoring run's .pt file
+    (scripts/static_scores.py: the scores with their direction and cost), or from a plain .pt tensor, .npy
+    or text file (one value per line) the user brings (higher = keep, cost unknown)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"`static_scores_file` {str(path)!r} does not exist.")
     if path.suffix == ".pt":
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_state_file(path)
+        if isinstance(data, dict):
+            meta = load_static_file(path)
+            return torch.as_tensor(meta.pop("scores"), dtype=torch.float32).reshape(-1), meta
     elif path.suffix == ".npy":
         import numpy as np
 
         data = torch.from_numpy(np.load(path))
     else:
         data = torch.tensor([float(line) for line in path.read_text().split()])
-    return torch.as_tensor(data, dtype=torch.float32).reshape(-1)
+    return torch.as_tensor(data, dtype=torch.float32).reshape(-1), {"keep": "high"}
 
 
 class DataPruner:
@@ -78,8 +84,14 @@ class DataPruner:
             logger.warning("`static_scores_file` is ignored: method %r does not read static scores.",
                            self.config.method)
             static_scores = None
-        elif static_scores is None and self.config.static_scores_file is not None:
-            static_scores = load_scores_file(self.config.static_scores_file)
+        #: What a scoring run's file says: the score's name, the end to keep, and the scoring cost.
+        self.static_facts: dict[str, Any] = {}
+        if self.config.method == "static" and static_scores is None and self.config.static_scores_file is not None:
+            static_scores, self.static_facts = load_scores_file(self.config.static_scores_file)
+        if static_scores is not None and self.static_facts.get("keep", "high") == "low":
+            static_scores = -torch.as_tensor(static_scores, dtype=torch.float32)  # the policy keeps the top
+        if static_scores is not None and self.config.static_flip:
+            static_scores = -torch.as_tensor(static_scores, dtype=torch.float32)
         if static_scores is not None and torch.as_tensor(static_scores).numel() != num_examples:
             raise ValueError(
                 f"`static_scores` has {torch.as_tensor(static_scores).numel()} entries but the dataset has "
@@ -289,7 +301,18 @@ class DataPruner:
 
     # ------------------------------------------------------------ reporting
     def summary(self, **extra: Any) -> dict[str, Any]:
-        return self.report.summary(self.store, **extra)
+        out = self.report.summary(self.store, **extra)
+        if self.static_facts:
+            out["static_scores"] = {k: v for k, v in self.static_facts.items() if k != "scores"}
+        cost = self.static_facts.get("scoring_forwarded_examples")
+        if cost is not None:
+            # The dynamic-data-pruning paper's point: static scores are paid for before the run. Count them.
+            out["scoring_forwarded_examples"] = int(cost)
+            out["scoring_wall_time_s"] = float(self.static_facts.get("scoring_wall_time_s", 0.0))
+            full = out["full_data_examples"]
+            out["saved_fraction_including_scoring"] = 1.0 - (out["forwarded_examples"] + cost) / full if full else 0.0
+            out["scoring_cost_exceeds_saving"] = cost > full - out["forwarded_examples"]
+        return out
 
     # ----------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:

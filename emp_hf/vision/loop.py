@@ -98,6 +98,9 @@ def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int) -> list[in
     return [math.ceil(math.ceil(size / world) / batch_size) for size in pruner.current_plan()]
 
 
+#: A static run's scoring cost, carried from the report into metrics.json's `final` (docs/static_scores.md).
+SCORING_COST_KEYS = ("scoring_forwarded_examples", "scoring_wall_time_s", "saved_fraction_including_scoring",
+                     "scoring_cost_exceeds_saving")
 STATE_KEYS = ("model", "optimizer", "scheduler", "pruner", "history", "epoch")
 
 
@@ -248,7 +251,8 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
                             noisy_labels_changed=int(noisy.sum()))
     final = {"test_acc": history[-1]["test_acc"] if history else None, "wall_time_s": wall,
              "train_time_s": train_time,
-             "forwarded_examples": report["forwarded_examples"], "saved_fraction": report["saved_fraction"]}
+             "forwarded_examples": report["forwarded_examples"], "saved_fraction": report["saved_fraction"],
+             **{k: report[k] for k in SCORING_COST_KEYS if k in report}}
     if main:
         save_json({"arguments": asdict(vargs), "pruning": pargs.to_dict(), "final": final, "epochs": history},
                   os.path.join(vargs.output_dir, "metrics.json"))

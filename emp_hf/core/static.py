@@ -1,0 +1,159 @@
+"""Static data-pruning scores: computed once, before the pruned run, from a briefly trained model.
+
+Pure functions of model outputs (probabilities, features, correctness histories); the front ends train the
+scoring models (`emp_hf/static_scoring.py`). Definitions and sources: docs/static_scores.md. Every score is
+"higher = keep" unless its `KEEP` entry says "low" (margin: a small margin is an uncertain example); a
+static run keeps the top k after applying that direction, so the papers' choice (keep the hardest) is the
+default, and `flip` keeps the other end.
+
+The file a scoring run writes is a `.pt` dict read with `weights_only=True`: the scores, the direction, and
+the cost of computing them (examples forwarded and wall time), which the pruned run adds to its report.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .state_file import load_state_file, save_state_file
+
+#: Which end of each score the papers keep.
+KEEP = {"el2n": "high", "grand": "high", "forgetting": "high", "least_confidence": "high", "margin": "low",
+        "entropy": "high", "kcenter": "high", "herding": "high"}
+STATIC_SCORES = tuple(KEEP)
+
+
+def el2n(probabilities: Tensor, labels: Tensor) -> Tensor:
+    """Error L2-norm (Paul et al. 2021): ||softmax(z) - onehot(y)||_2."""
+    onehot = torch.nn.functional.one_hot(labels.long(), probabilities.shape[1]).to(probabilities.dtype)
+    return torch.linalg.vector_norm(probabilities - onehot, dim=1)
+
+
+def least_confidence(probabilities: Tensor) -> Tensor:
+    """1 - max_c p_c (DeepCore's "uncertainty", least confidence)."""
+    return 1.0 - probabilities.max(dim=1).values
+
+
+def margin(probabilities: Tensor) -> Tensor:
+    """p_top1 - p_top2 (DeepCore's "uncertainty", margin): small = uncertain, so `KEEP` is "low"."""
+    top2 = probabilities.topk(2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
+
+
+def entropy(probabilities: Tensor) -> Tensor:
+    """-sum_c p_c log p_c (DeepCore's "uncertainty", entropy)."""
+    return -(probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=1)
+
+
+class ForgettingCounter:
+    """Forgetting events (Toneva et al. 2019): per example, how often a presentation during training found it
+    misclassified after the previous presentation had it right. Examples never classified correctly are
+    ranked as the most forgotten: they score `presentations + 1`, above any possible count."""
+
+    def __init__(self, num_examples: int) -> None:
+        self.previous = torch.zeros(num_examples, dtype=torch.bool)
+        self.learned = torch.zeros(num_examples, dtype=torch.bool)
+        self.events = torch.zeros(num_examples, dtype=torch.int64)
+        self.presentations = torch.zeros(num_examples, dtype=torch.int64)
+
+    def update(self, indices: Tensor, correct: Tensor) -> None:
+        indices, correct = indices.detach().cpu().long(), correct.detach().cpu().bool()
+        self.events[indices] += (self.previous[indices] & ~correct).long()
+        self.previous[indices] = correct
+        self.learned[indices] |= correct
+        self.presentations[indices] += 1
+
+    def scores(self) -> Tensor:
+        never = (self.presentations + 1).to(torch.float32)
+        return torch.where(self.learned, self.events.to(torch.float32), never)
+
+
+def grand(module: torch.nn.Module, inputs: Tensor, labels: Tensor, chunk: int = 64) -> Tensor:
+    """Gradient norm (Paul et al. 2021): ||grad_theta CE(module(x_i), y_i)||_2 over every parameter of
+    `module`, per example, with `torch.func` (vmap of grad), in chunks of `chunk` examples.
+    The module must not mix examples in its forward pass (BatchNorm in eval mode, not train mode)."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: v.detach() for k, v in module.named_parameters() if v.requires_grad}
+    buffers = {k: v.detach() for k, v in module.named_buffers()}
+
+    def loss(p, x, y):
+        logits = functional_call(module, (p, buffers), (x.unsqueeze(0),))
+        return torch.nn.functional.cross_entropy(logits, y.unsqueeze(0))
+
+    per_example = vmap(grad(loss), in_dims=(None, 0, 0))
+    norms = []
+    for start in range(0, inputs.shape[0], chunk):
+        grads = per_example(params, inputs[start:start + chunk], labels[start:start + chunk])
+        squared = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())
+        norms.append(squared.sqrt())
+    return torch.cat(norms)
+
+
+def k_center_greedy_rank(features: Tensor, generator: torch.Generator) -> Tensor:
+    """k-center greedy (Sener and Savarese 2018) over all N examples: a score N, N-1, ..., 1 in the order the
+    greedy picks them (start: a seeded random example; then the example farthest from everything picked),
+    so the top k of the score is the greedy k-center subset for every k."""
+    x = features.float()
+    n = x.shape[0]
+    order = torch.empty(n, dtype=torch.int64)
+    first = int(torch.randint(n, (1,), generator=generator))
+    nearest = torch.full((n,), math.inf)
+    squared = (x * x).sum(1)
+    pick = first
+    for step in range(n):
+        order[step] = pick
+        distance = squared - 2 * (x @ x[pick]) + squared[pick]
+        nearest = torch.minimum(nearest, distance)
+        nearest[pick] = -math.inf  # never picked again
+        pick = int(nearest.argmax())
+    return _rank_score(order)
+
+
+def herding_rank(features: Tensor) -> Tensor:
+    """Herding (Welling 2009; DeepCore): greedily add the example that brings the mean of the picked features
+    closest to the mean of all features; a score N, ..., 1 in pick order (top k = the herding subset)."""
+    x = features.float()
+    n = x.shape[0]
+    target = x.mean(0)
+    total = torch.zeros_like(target)
+    available = torch.ones(n, dtype=torch.bool)
+    order = torch.empty(n, dtype=torch.int64)
+    for step in range(n):
+        gap = torch.linalg.vector_norm(target - (total + x) / (step + 1), dim=1)
+        gap[~available] = math.inf
+        pick = int(gap.argmin())
+        order[step] = pick
+        available[pick] = False
+        total += x[pick]
+    return _rank_score(order)
+
+
+def _rank_score(order: Tensor) -> Tensor:
+    n = order.numel()
+    score = torch.empty(n, dtype=torch.float32)
+    score[order] = torch.arange(n, 0, -1, dtype=torch.float32)
+    return score
+
+
+def save_static_scores(path: str | Path, scores: Tensor, score: str, metadata: dict[str, Any]) -> None:
+    if score not in KEEP:
+        raise ValueError(f"Unknown static `score` {score!r}; known scores: {', '.join(STATIC_SCORES)}.")
+    scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError(f"static score {score!r} has NaN or inf entries: the scoring run diverged.")
+    save_state_file({"scores": scores, "score": score, "keep": KEEP[score], **metadata}, Path(path))
+
+
+def load_static_file(path: str | Path) -> dict[str, Any]:
+    """A scoring run's file: {"scores", "score", "keep", "scoring_forwarded_examples", "scoring_wall_time_s",
+    ...}, loaded without executing anything."""
+    data = load_state_file(Path(path))
+    if not isinstance(data, dict) or "scores" not in data or data.get("keep") not in ("high", "low"):
+        raise ValueError(f"`static_scores_file` {str(path)!r} is a .pt file but not one written by "
+                         "scripts/static_scores.py (it needs 'scores' and 'keep').")
+    return data

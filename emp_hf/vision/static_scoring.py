@@ -1,0 +1,137 @@
+"""Static scores for the vision front end: train scoring models briefly, score every training example once.
+
+The scoring models see exactly the training set the pruned run will see (same dataset, variants and seed:
+the same `VisionArguments`), so score i belongs to example i. The cost is counted as the dynamic-data-
+pruning paper asks: every example forwarded by the scoring run (training steps, the scoring pass, GraNd's
+per-example gradients) and its wall time go into each score file, and from there into the pruned run's
+report.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..core.policies import seeded_generator
+from ..core.static import (KEEP, STATIC_SCORES, ForgettingCounter, el2n, entropy, grand, herding_rank,
+                           k_center_greedy_rank, least_confidence, margin, save_static_scores)
+from .augment import normalise, random_crop_flip
+from .data import AUGMENTATION, apply_variants, load_image_data
+from .loop import VisionArguments
+from .models import build_model
+from .optim import build_optimizer
+
+_SCORING_STREAM = 0x5C0E
+
+
+@dataclass
+class StaticScoreArguments:
+    scores: list[str] = field(default_factory=lambda: ["el2n"],
+                              metadata={"help": f"Scores to compute (one file each): {', '.join(STATIC_SCORES)}."})
+    score_epochs: int = field(default=2, metadata={"help": "Epochs each scoring model trains (EL2N/GraNd: an "
+                                                           "early epoch; forgetting: the length of a full run)."})
+    score_seeds: int = field(default=1, metadata={"help": "Scoring models, each from its own seed; EL2N, GraNd, "
+                                                          "forgetting and the uncertainty scores are averaged."})
+    scores_dir: str = field(default="output/static_scores", metadata={"help": "Where <score>.pt files go."})
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.scores if s not in KEEP]
+        if unknown:
+            raise ValueError(f"Unknown static `scores` {unknown}; known scores: {', '.join(STATIC_SCORES)}.")
+        for name in ("score_epochs", "score_seeds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+
+
+def compute_static_scores(sargs: StaticScoreArguments, vargs: VisionArguments, data=None) -> dict[str, str]:
+    """Train `score_seeds` models for `score_epochs` epochs each, compute the requested scores, write one file
+    per score; returns {score: path}."""
+    start = time.time()
+    device = torch.device("cuda" if torch.cuda.is_available() and not vargs.cpu else "cpu")
+    raw = data if data is not None else load_image_data(vargs.dataset, vargs.data_dir, seed=vargs.seed)
+    data, _ = apply_variants(raw, imbalance=vargs.imbalance, per_class=vargs.per_class,
+                             label_noise=vargs.label_noise, max_train=vargs.max_train_samples, seed=vargs.seed)
+    mean, std = data.channel_stats()
+    data, mean, std = data.to(device), mean.to(device), std.to(device)
+    n = int(data.train_labels.numel())
+    pad, flip = AUGMENTATION.get(data.name, (4, True))
+    wanted = set(sargs.scores)
+    sums: dict[str, torch.Tensor] = {}
+    features = None
+    forwarded = 0
+    for s in range(sargs.score_seeds):
+        gen = seeded_generator(vargs.seed, s, _SCORING_STREAM)
+        torch.manual_seed(int(gen.initial_seed()) % 2**31)
+        model = build_model(vargs.model, data.num_classes, data.in_channels, vargs.width).to(device)
+        optimizer = build_optimizer(vargs.optimizer, model.parameters(), vargs.lr, vargs.momentum,
+                                    vargs.weight_decay)
+        forgetting = ForgettingCounter(n)
+        augment_gen = torch.Generator(device).manual_seed(int(gen.initial_seed()) % 2**31)
+        for _ in range(sargs.score_epochs):
+            model.train()
+            order = torch.randperm(n, generator=gen).to(device)
+            for b in range(0, n, vargs.batch_size):
+                idx = order[b:b + vargs.batch_size]
+                images = data.train_images[idx]
+                if vargs.augment:
+                    images = random_crop_flip(images, augment_gen, pad=pad, flip=flip)
+                logits = model(normalise(images, mean, std))
+                loss = nn.functional.cross_entropy(logits, data.train_labels[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                forgetting.update(idx, logits.detach().argmax(-1) == data.train_labels[idx])
+            forwarded += n
+        probabilities, feats = _score_pass(model, data.train_images, mean, std)
+        forwarded += n
+        per_seed = {
+            "el2n": lambda: el2n(probabilities, data.train_labels),
+            "least_confidence": lambda: least_confidence(probabilities),
+            "margin": lambda: margin(probabilities),
+            "entropy": lambda: entropy(probabilities),
+            "forgetting": lambda: forgetting.scores().to(device),
+            "grand": lambda: grand(model.eval(), normalise(data.train_images, mean, std), data.train_labels),
+        }
+        for name in wanted & set(per_seed):
+            value = per_seed[name]().float().cpu()
+            sums[name] = value if name not in sums else sums[name] + value
+        if "grand" in wanted:
+            forwarded += n  # one forward and backward per example
+        features = feats
+    results: dict[str, torch.Tensor] = {k: v / sargs.score_seeds for k, v in sums.items()}
+    assert features is not None
+    if "kcenter" in wanted:
+        results["kcenter"] = k_center_greedy_rank(features.cpu(), seeded_generator(vargs.seed, _SCORING_STREAM))
+    if "herding" in wanted:
+        results["herding"] = herding_rank(features.cpu())
+    wall = time.time() - start
+    os.makedirs(sargs.scores_dir, exist_ok=True)
+    paths = {}
+    for name in sargs.scores:
+        path = os.path.join(sargs.scores_dir, f"{name}.pt")
+        save_static_scores(path, results[name], name, {
+            "scoring_forwarded_examples": forwarded, "scoring_wall_time_s": wall, "num_examples": n,
+            "dataset": data.name, "model": vargs.model, "score_epochs": sargs.score_epochs,
+            "score_seeds": sargs.score_seeds, "seed": vargs.seed, "scores_computed_together": sorted(wanted),
+        })
+        paths[name] = path
+    return paths
+
+
+@torch.no_grad()
+def _score_pass(model: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 512):
+    """Softmax probabilities and penultimate features of every training image (eval mode, no augmentation)."""
+    model.eval()
+    captured: list[torch.Tensor] = []
+    head = model.head
+    hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach()))
+    try:
+        probs = torch.cat([model(normalise(images[s:s + batch_size], mean, std)).float().softmax(-1)
+                           for s in range(0, images.shape[0], batch_size)])
+    finally:
+        hook.remove()
+    return probs, torch.cat(captured).float()

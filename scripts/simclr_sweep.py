@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Run a grid of SimCLR pre-training runs into vision_runs/<name>/ (resumable) and render vision_runs/RESULTS.md.
+
+    python scripts/simclr_sweep.py --name digits-simclr-cpu --methods full random infobatch emp \
+        --prunes 0.7 --ssl_scores loss_f loss_g --seeds 0 1 2 -- --dataset digits --model resnet10 --epochs 20 --cpu
+
+Everything after `--` goes to scripts/simclr.py. EMP runs once per `--ssl_scores` entry; the other methods
+rank by the NT-Xent term alone, so they run once. A run folder with ssl_results.json is complete and
+skipped; checkpoints are deleted after each run. Tables give mean +- std over seeds, from the runs' JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+#: The paper's Table 4 (SimCLR, ResNet-50, fine-tuned accuracy) at prune 0.3 / 0.5 / 0.7, for reference.
+PAPER_TABLE4 = {
+    "CIFAR-10": {"no pruning": 84.67, "emp@0.7": 80.59, "infobatch@0.7": 79.05, "eps_greedy@0.7": 76.91,
+                 "ucb@0.7": 71.85},
+    "CIFAR-100": {"no pruning": 56.92, "emp@0.7": 48.21, "infobatch@0.7": 46.01, "eps_greedy@0.7": 42.72,
+                  "ucb@0.7": 42.15},
+}
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def render(base: Path) -> str:
+    meta = json.loads((base / "sweep.json").read_text())
+    groups: dict[tuple, list[dict]] = {}
+    for results_file in sorted(base.glob("*/ssl_results.json")):
+        res = json.loads(results_file.read_text())
+        p = res["pruning"]
+        prune = 0.0 if p["method"] == "full" else p["prune"]
+        score = res["arguments"]["ssl_score"] if p["method"] == "emp" else "nt_xent"
+        groups.setdefault((prune, p["method"], score), []).append(res)
+    order = {"full": 0, "random": 1, "infobatch": 2, "eps_greedy": 3, "ucb": 4, "emp": 5}
+    lines = [f"## {base.name} (SimCLR)", "",
+             "Pre-training time: selection, training steps and score updates. Accuracy: the evaluation named in "
+             "the command after pre-training, on the test split; mean ± std over seeds.", ""]
+    for inv in meta["invocations"]:
+        lines += [f"- Machine: {inv['machine']}; started {inv['started']}", f"  - Command: `{inv['command']}`"]
+    lines += ["", "| prune | method | ranked by | seeds | test acc (%) | forwarded / full | saved | pre-train s |",
+              "|---|---|---|---|---|---|---|---|"]
+    for (prune, method, score), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9),
+                                                                                 kv[0][2])):
+        accs = [100 * r["evaluation"]["test_acc"] for r in runs if "test_acc" in r["evaluation"]]
+        fwd = statistics.mean(r["pretrain"]["forwarded_examples"] for r in runs)
+        full = statistics.mean(r["pretrain"]["forwarded_examples"] / (1 - r["pretrain"]["saved_fraction"])
+                               for r in runs)
+        ranked = {"nt_xent": "NT-Xent" if method not in ("full", "random") else "–",
+                  "loss_f": "NT-Xent − β‖f_a − f_b‖", "loss_g": "NT-Xent − β‖g_a − g_b‖"}[score]
+        lines.append(f"| {prune:g} | {method} | {ranked} | {len(runs)} | {_mean_std(accs) if accs else '–'} | "
+                     f"{fwd:,.0f} / {full:,.0f} | {1 - fwd / full:.3f} | "
+                     f"{statistics.mean(r['pretrain']['train_time_s'] for r in runs):.0f} |")
+    notes = base / "NOTES.md"
+    if notes.is_file():
+        lines += ["", notes.read_text()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--runs_dir", default=str(ROOT / "vision_runs"))
+    parser.add_argument("--methods", nargs="+", default=["full", "random", "infobatch", "emp"])
+    parser.add_argument("--prunes", nargs="+", type=float, default=[0.7])
+    parser.add_argument("--ssl_scores", nargs="+", default=["loss_f", "loss_g"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--machine", default="unspecified")
+    args = parser.parse_args(own)
+    base = Path(args.runs_dir) / args.name
+    base.mkdir(parents=True, exist_ok=True)
+    meta_path = base / "sweep.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"kind": "simclr", "invocations": []}
+    meta["invocations"].append({"command": "python scripts/simclr_sweep.py " + " ".join(map(shlex.quote, argv)),
+                                "machine": args.machine,
+                                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+
+    jobs = []
+    for seed in args.seeds:
+        for method in args.methods:
+            for prune in [0.0] if method == "full" else args.prunes:
+                for score in args.ssl_scores if method == "emp" else [args.ssl_scores[0]]:
+                    jobs.append((seed, method, prune, score))
+    for n, (seed, method, prune, score) in enumerate(jobs, 1):
+        name = method + ("" if method == "full" else f"-{prune}") + (f"-{score}" if method == "emp" else "")
+        folder = base / f"{name}-seed{seed}"
+        if (folder / "ssl_results.json").is_file():
+            print(f"[{n}/{len(jobs)}] skip (complete) {folder.name}", flush=True)
+            continue
+        cmd = [sys.executable, str(ROOT / "scripts" / "simclr.py"), "--method", method, "--prune", str(prune),
+               "--ssl_score", score, "--seed", str(seed), "--output_dir", str(folder), "--progress", "false",
+               *passthrough]
+        print(f"[{n}/{len(jobs)}] run {folder.name}", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "run.log").open("w") as log:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        summary = [x for x in (folder / "run.log").read_text().splitlines() if x.startswith("[emp-hf]")]
+        print("    " + (summary[-1] if proc.returncode == 0 and summary else f"failed (exit {proc.returncode})"),
+              flush=True)
+        for ckpt in folder.glob("checkpoint-*"):
+            shutil.rmtree(ckpt)
+    from vision_sweep import write_results
+
+    write_results(Path(args.runs_dir))
+
+
+if __name__ == "__main__":
+    main()
