@@ -9,8 +9,18 @@ import torch
 
 from emp_hf import PruningConfig
 from emp_hf.core import DataPruner
-from emp_hf.core.static import (ForgettingCounter, el2n, entropy, grand, herding_rank, k_center_greedy_rank,
-                                least_confidence, load_static_file, margin, save_static_scores)
+from emp_hf.core.static import (
+    ForgettingCounter,
+    el2n,
+    entropy,
+    grand,
+    herding_rank,
+    k_center_greedy_rank,
+    least_confidence,
+    load_static_file,
+    margin,
+    save_static_scores,
+)
 
 P = torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
 Y = torch.tensor([0, 2])

@@ -17,8 +17,19 @@ import torch
 from torch import nn
 
 from ..core.policies import seeded_generator
-from ..core.static import (KEEP, STATIC_SCORES, ForgettingCounter, el2n, entropy, grand, herding_rank,
-                           k_center_greedy_rank, least_confidence, margin, save_static_scores)
+from ..core.static import (
+    KEEP,
+    STATIC_SCORES,
+    ForgettingCounter,
+    el2n,
+    entropy,
+    grand,
+    herding_rank,
+    k_center_greedy_rank,
+    least_confidence,
+    margin,
+    save_static_scores,
+)
 from .augment import normalise, random_crop_flip
 from .data import AUGMENTATION, apply_variants, load_image_data
 from .loop import VisionArguments
