@@ -14,6 +14,7 @@ schedule, evaluation and checkpoint each epoch. Runs the same under `python`,
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
+    Trainer,
     TrainingArguments,
     set_seed,
 )
@@ -35,6 +37,7 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy, Scheduler
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
 from emp_hf.glue import TASKS, compute_glue_metrics, get_task, load_files, load_local, main_metric  # noqa: E402
+from emp_hf.core import save_json  # noqa: E402
 from emp_hf.trainer import release_distributed  # noqa: E402
 
 logger = logging.getLogger("glue")
@@ -81,6 +84,12 @@ class DataArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each eval split."})
+    budget_examples: int | None = field(
+        default=None,
+        metadata={"help": "Budget-matched baseline (with --method full): train on all the data, no pruning, for as "
+                          "many optimizer steps as forwarding this many examples takes (epochs cut short; the LR "
+                          "schedule spans exactly those steps). Give it a pruned run's forwarded_examples."},
+    )
 
     def __post_init__(self) -> None:
         get_task(self.task)
@@ -91,7 +100,7 @@ class DataArguments:
         if self.train_file is not None and self.task == "mnli":
             raise ValueError("--train_file is for single-evaluation tasks; MNLI needs --data_dir (matched and "
                              "mismatched splits).")
-        for name in ("max_seq_length", "max_train_samples", "max_eval_samples"):
+        for name in ("max_seq_length", "max_train_samples", "max_eval_samples", "budget_examples"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {value}.")
@@ -153,6 +162,21 @@ def parse(argv: list[str]):
     return model_args, data_args, training_args, pruning_args
 
 
+def budget_report(trainer, num_examples: int, training_args, budget: int, wall: float) -> dict:
+    """The budget-matched run's facts in the pruning report's terms: examples forwarded, counted from the
+    optimizer steps taken and the batches of each epoch (the last batch of an epoch may be short)."""
+    per_batch = training_args.per_device_train_batch_size * training_args.world_size
+    batches_per_epoch = math.ceil(num_examples / per_batch)
+    batches = trainer.state.global_step * training_args.gradient_accumulation_steps
+    forwarded = (batches // batches_per_epoch) * num_examples + min((batches % batches_per_epoch) * per_batch,
+                                                                    num_examples)
+    full = num_examples * math.ceil(training_args.num_train_epochs)
+    return {"method": "budget_full", "budget_examples": budget, "num_examples": num_examples,
+            "epochs_run": round(batches / batches_per_epoch, 3), "optimizer_steps": trainer.state.global_step,
+            "forwarded_examples": forwarded, "full_data_examples": full, "saved_fraction": 1 - forwarded / full,
+            "train_wall_time_s": wall}
+
+
 def main() -> None:
     model_args, data_args, training_args, pruning_args = parse(sys.argv[1:])
     import torch
@@ -204,7 +228,17 @@ def main() -> None:
     def compute_metrics(p):
         return compute_glue_metrics(task, p.predictions, p.label_ids)
 
-    trainer = PruningTrainer(
+    budget = data_args.budget_examples
+    if budget is not None:
+        if pruning_args.method != "full":
+            raise ValueError(f"--budget_examples is the budget-matched full-data baseline: use it with --method "
+                             f"full, not {pruning_args.method!r}.")
+        # The plain Trainer: no pruning, and `max_steps` (which PruningTrainer refuses) sets the horizon.
+        examples_per_step = (training_args.per_device_train_batch_size * training_args.world_size
+                             * training_args.gradient_accumulation_steps)
+        training_args.max_steps = math.ceil(budget / examples_per_step)
+    trainer_class = Trainer if budget is not None else PruningTrainer
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=data["train"],
@@ -212,11 +246,14 @@ def main() -> None:
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
-        pruning_args=pruning_args,
+        **({} if budget is not None else {"pruning_args": pruning_args}),
     )
     start = time.time()
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     wall = time.time() - start
+    if budget is not None and trainer.is_world_process_zero():
+        report = budget_report(trainer, len(data["train"]), training_args, budget, wall)
+        save_json(report, os.path.join(training_args.output_dir, "pruning_report.json"))
     trainer.save_model()
     metrics = dict(train_result.metrics)
     metrics["train_samples"] = len(data["train"])
@@ -244,7 +281,8 @@ def main() -> None:
         trainer.create_model_card(**kwargs)
 
     if trainer.is_world_process_zero():
-        report = trainer.pruning_report()
+        report = trainer.pruning_report() if budget is None else budget_report(
+            trainer, len(data["train"]), training_args, budget, wall)
         key = f"eval_{main_metric(task)}"
         print(
             f"[emp-hf] task={task.name} method={pruning_args.method} prune={pruning_args.prune} "

@@ -31,9 +31,9 @@ KEEP = {"eval_results.json", "all_results.json", "train_results.json", "pruning_
         "trainer_state.json", "run.log"}
 
 
-def run_dir(base: Path, task: str, method: str, prune: float, seed: int) -> Path:
+def run_dir(base: Path, task: str, method: str, prune: float, seed: int, variant: str = "") -> Path:
     label = "full" if method == "full" else f"{method}-{prune}"
-    return base / task / label / f"seed{seed}"
+    return base / task / (label + (f"-{variant}" if variant else "")) / f"seed{seed}"
 
 
 def is_complete(folder: Path) -> bool:
@@ -53,6 +53,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--launcher", default="", help="Command prefix, e.g. 'accelerate launch'.")
     parser.add_argument("--keep_models", action="store_true")
+    parser.add_argument("--budget_match", default=None, metavar="METHOD",
+                        help="Also run the budget-matched full-data baseline for each prune ratio and seed: all "
+                             "data, cut to the examples METHOD's run forwarded (run after it).")
+    parser.add_argument("--variants", nargs="+", default=[], metavar="LABEL:FLAGS",
+                        help="Ablations: run every job once per variant with extra glue.py flags, e.g. "
+                             "'beta0:--beta 0' 'noanneal:--anneal 0'; the label goes into the method's name.")
     parser.add_argument("--machine", default=f"{platform.machine()} {platform.node()}",
                         help="Free text recorded with the results (what the runs ran on).")
     args = parser.parse_args(own)
@@ -76,18 +82,33 @@ def main() -> None:
     })
     meta.write_text(json.dumps(record, indent=2) + "\n")
 
-    jobs = [(t, m, p, s) for t in args.tasks for m in args.methods
+    variants = [tuple(v.split(":", 1)) if ":" in v else (v, "") for v in args.variants] or [("", "")]
+    jobs = [(t, m, p, s, v) for t in args.tasks for v in variants for m in args.methods
             for p in ([0.0] if m == "full" else args.prunes) for s in args.seeds]
-    for n, (task, method, prune, seed) in enumerate(jobs, 1):
-        folder = run_dir(base, task, method, prune, seed)
+    if args.budget_match:
+        jobs += [(t, "budget", p, s, ("", "")) for t in args.tasks for p in args.prunes for s in args.seeds]
+    for n, (task, method, prune, seed, (variant, flags)) in enumerate(jobs, 1):
+        extra = shlex.split(flags)
+        if method == "budget":  # the budget-matched baseline of `--budget_match`'s run with this ratio and seed
+            matched = run_dir(base, task, args.budget_match, prune, seed)
+            if not is_complete(matched):
+                print(f"[{n}/{len(jobs)}] skip budget-{args.budget_match}-{prune} seed{seed}: "
+                      f"{matched.relative_to(base)} is not complete", flush=True)
+                continue
+            budget = json.loads((matched / "pruning_report.json").read_text())["forwarded_examples"]
+            folder = base / task / f"budget_{args.budget_match}-{prune}" / f"seed{seed}"
+            label, glue_method, extra = f"budget_{args.budget_match}", "full", ["--budget_examples", str(budget)]
+        else:
+            folder = run_dir(base, task, method, prune, seed, variant)
+            label, glue_method = method + (f" [{variant}]" if variant else ""), method
         if is_complete(folder):
             print(f"[{n}/{len(jobs)}] skip (complete) {folder.relative_to(base)}", flush=True)
             continue
         folder.mkdir(parents=True, exist_ok=True)
         cmd = [*shlex.split(args.launcher), *([] if args.launcher else [sys.executable]), str(GLUE),
-               "--task", task, "--method", method, "--prune", str(prune), "--seed", str(seed),
-               "--output_dir", str(folder), *passthrough]
-        (folder / "run.json").write_text(json.dumps({"command": cmd, "task": task, "method": method,
+               "--task", task, "--method", glue_method, "--prune", str(prune), "--seed", str(seed),
+               "--output_dir", str(folder), *passthrough, *extra]
+        (folder / "run.json").write_text(json.dumps({"command": cmd, "task": task, "method": label,
                                                      "prune": prune, "seed": seed}, indent=2) + "\n")
         print(f"[{n}/{len(jobs)}] run {folder.relative_to(base)}", flush=True)
         t0 = time.time()

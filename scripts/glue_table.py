@@ -50,6 +50,55 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.2f} ± {std:.2f} (n={len(values)})"
 
 
+def method_rank(method: str) -> float:
+    """Table order: full, the budget-matched baseline, then the methods as in the EMP paper; ablations last."""
+    if method.startswith("budget_"):
+        return 0.5
+    base = method.split(" [")[0]
+    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else 99) + (50 if "[" in method else 0)
+
+
+def plot_task(sweep: Path, task: str, groups) -> str | None:
+    """Metric against examples forwarded, one point per method and ratio (error bars: std over seeds), with the
+    full-data run and the budget-matched curve as references. Returns the PNG's name, or None without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = "osD^v<>phX*"
+    by_method: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for (method, prune), per_task in groups.items():
+        rows = per_task.get(task, [])
+        if not rows:
+            continue
+        values = [100 * r["metric"] for r in rows]
+        by_method[method].append((statistics.mean(r["forwarded"] for r in rows), statistics.mean(values),
+                                  statistics.stdev(values) if len(values) > 1 else 0.0))
+    for i, method in enumerate(sorted(by_method, key=lambda m: (method_rank(m), m))):
+        points = sorted(by_method[method])
+        x, y, e = zip(*points)
+        if method == "full":
+            ax.axhline(y[0], color="black", linestyle="--", linewidth=1, label=f"full data ({x[0]:,.0f} forwarded)")
+            ax.errorbar(x, y, yerr=e, fmt="o", color="black", capsize=3)
+            continue
+        style = "-" if method.startswith("budget_") else ""
+        ax.errorbar(x, y, yerr=e, fmt=markers[i % len(markers)] + style, capsize=3,
+                    label=method.replace("budget_", "budget-matched full (to ") + (")" if "budget_" in method else ""))
+    ax.set(xlabel="examples forwarded in training (mean over seeds)",
+           ylabel=f"{main_metric(TASKS[task])} x100 (mean ± std over seeds)", title=f"{sweep.name}: {task.upper()}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = f"{task}.png"
+    fig.savefig(sweep / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
 def render_sweep(sweep: Path) -> str:
     runs = collect(sweep)
     meta = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").is_file() else {}
@@ -57,7 +106,7 @@ def render_sweep(sweep: Path) -> str:
     groups: dict[tuple[str, float], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
         groups[(r["method"], r["prune"])][r["task"]].append(r)
-    keys = sorted(groups, key=lambda k: (k[1], METHOD_ORDER.index(k[0]) if k[0] in METHOD_ORDER else 99))
+    keys = sorted(groups, key=lambda k: (k[1], method_rank(k[0]), k[0]))
 
     out = [f"## {sweep.name}", ""]
     for inv in meta.get("invocations", []):
@@ -83,8 +132,10 @@ def render_sweep(sweep: Path) -> str:
             wall = statistics.mean(r["wall"] for r in rows if r["wall"] is not None)
             cells.append(f"{fwd:,.0f} / {rows[0]['full_data']:,} ({wall:.0f} s)")
         out.append(f"| {method} | {prune:g} | " + " | ".join(cells) + " |")
+    plots = [(t, plot_task(sweep, t, groups)) for t in tasks]
+    out += [""] + [f"![{t.upper()}: metric against examples forwarded]({sweep.name}/{png})" for t, png in plots if png]
     if runs:
-        ns = sorted({(r["task"], r["n"], r["epochs"]) for r in runs})
+        ns = sorted({(r["task"], r["n"], r["epochs"]) for r in runs if not r["method"].startswith("budget_")})
         out += ["", "Training rows and epochs per task: " + "; ".join(f"{t} {n} rows x {e} epochs" for t, n, e in ns)
                 + "."]
     return "\n".join(out) + "\n"

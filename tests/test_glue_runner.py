@@ -192,3 +192,27 @@ def test_train_and_validation_files_like_run_glue(tmp_path, monkeypatch):
     assert report["num_examples"] == 24 and "eval_accuracy" in json.loads((out / "eval_results.json").read_text())
     with pytest.raises(ValueError, match="Pass both --train_file and --validation_file"):
         run_glue(["--task", "rte", "--train_file", str(csv_file)], monkeypatch)
+
+
+def test_budget_matched_full_data_baseline(tmp_path, monkeypatch):
+    """--budget_examples: all data, no pruning, cut to the pruned run's examples, with its own LR horizon."""
+    data = tmp_path / "data" / "sst2"
+    data.mkdir(parents=True)
+    rows = [{"sentence": f"text {i} {'good' if i % 2 else 'bad'}", "label": i % 2, "idx": i} for i in range(30)]
+    for split in ("train", "validation"):
+        (data / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    model = write_tiny_model(tmp_path / "model", [r["sentence"] for r in rows], num_labels=2)
+    out = tmp_path / "out"
+    # a 3-epoch EMP run at 0.5 forwards 30 + 15 + 30 = 75 examples: 9.4 batches of 8 -> 10 steps
+    run_glue(["--task", "sst2", "--data_dir", str(tmp_path / "data"), "--model_name_or_path", str(model),
+              "--output_dir", str(out), "--method", "full", "--budget_examples", "75", *COMMON], monkeypatch)
+    report = json.loads((out / "pruning_report.json").read_text())
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert report["method"] == "budget_full" and report["optimizer_steps"] == state["global_step"] == 10
+    assert state["max_steps"] == 10
+    # 10 batches of 8 over 30 rows (4 batches per epoch, the last of 6): 2 epochs (60) + 2 batches (16)
+    assert report["forwarded_examples"] == 76 and report["full_data_examples"] == 90
+    with pytest.raises(ValueError, match="use it with --method full, not 'emp'"):
+        run_glue(["--task", "sst2", "--data_dir", str(tmp_path / "data"), "--model_name_or_path", str(model),
+                  "--output_dir", str(tmp_path / "o2"), "--method", "emp", "--budget_examples", "75", *COMMON],
+                 monkeypatch)

@@ -20,17 +20,22 @@ def test_sweep_is_resumable_and_table_comes_from_the_runs(tmp_path):
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, str(ROOT / "scripts" / "glue_sweep.py"), "--name", "tiny", "--runs_dir", str(runs),
-           "--tasks", "mrpc", "--methods", "full", "emp", "--prunes", "0.5", "--seeds", "1", "2", "--",
+           "--tasks", "mrpc", "--methods", "full", "emp", "--prunes", "0.5", "--seeds", "1", "2",
+           "--budget_match", "emp", "--",
            "--data_dir", str(data), "--model_name_or_path", str(model), "--num_train_epochs", "2",
            "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu"]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert first.stdout.count("] run ") == 4 and "failed" not in first.stdout
+    assert first.stdout.count("] run ") == 6 and "failed" not in first.stdout
     folder = runs / "tiny" / "mrpc" / "emp-0.5" / "seed2"
     assert {p.name for p in folder.iterdir()} >= {"eval_results.json", "pruning_report.json", "run.json"}
     assert not list(folder.glob("*.safetensors"))  # weights dropped after the run
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert second.stdout.count("skip (complete)") == 4 and "] run " not in second.stdout
+    assert second.stdout.count("skip (complete)") == 6 and "] run " not in second.stdout
+    emp_report = json.loads((folder / "pruning_report.json").read_text())
+    budget = json.loads((runs / "tiny" / "mrpc" / "budget_emp-0.5" / "seed2" / "pruning_report.json").read_text())
+    assert budget["method"] == "budget_full" and budget["budget_examples"] == emp_report["forwarded_examples"]
+    assert budget["forwarded_examples"] - emp_report["forwarded_examples"] < 8  # within one batch
     assert len(json.loads((runs / "tiny" / "sweep.json").read_text())["invocations"]) == 2
 
     table = subprocess.run([sys.executable, str(ROOT / "scripts" / "glue_table.py"), "--runs_dir", str(runs)],
@@ -41,3 +46,5 @@ def test_sweep_is_resumable_and_table_comes_from_the_runs(tmp_path):
     other = 100 * json.loads((folder.parent / "seed1" / "eval_results.json").read_text())["eval_combined_score"]
     assert f"| emp | 0.5 | {(score + other) / 2:.2f} ± " in text
     assert "| full | 0 |" in text and "(n=2)" in text and "python scripts/glue_sweep.py" in text
+    assert "| budget_emp | 0.5 |" in text and "![MRPC: metric against examples forwarded](tiny/mrpc.png)" in text
+    assert (runs / "tiny" / "mrpc.png").is_file()
