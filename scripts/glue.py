@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
 from emp_hf.glue import TASKS, compute_glue_metrics, get_task, load_files, load_local, main_metric  # noqa: E402
 from emp_hf.core import save_json  # noqa: E402
+from emp_hf.core.static import scoring_cost_note  # noqa: E402
 from emp_hf.trainer import release_distributed  # noqa: E402
 
 logger = logging.getLogger("glue")
@@ -162,6 +163,43 @@ def parse(argv: list[str]):
     return model_args, data_args, training_args, pruning_args
 
 
+def prepare(model_args, data_args, training_args):
+    """The task, its tokenised splits, the tokenizer and a model factory: what a training run and a static
+    scoring run (scripts/static_scores.py) share, so that both see the same training rows in the same order."""
+    task = get_task(data_args.task)
+
+    raw = load_raw(task, data_args)
+    for split in ("train", *task.eval_splits):
+        if split not in raw:
+            raise ValueError(f"The data for task {task.name!r} has no {split!r} split (found {list(raw)}).")
+    if data_args.max_train_samples is not None:
+        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+    if data_args.max_eval_samples is not None:
+        for split in task.eval_splits:
+            raw[split] = raw[split].select(range(min(data_args.max_eval_samples, len(raw[split]))))
+
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path, num_labels=task.num_labels,
+                                        finetuning_task=task.name)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+
+    def make_model():
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes
+        )
+
+    first, second = task.keys
+
+    def tokenize(batch):
+        texts = (batch[first],) if second is None else (batch[first], batch[second])
+        return tokenizer(*texts, truncation=True, max_length=data_args.max_seq_length)
+
+    with training_args.main_process_first(desc="tokenising"):
+        data = raw.map(tokenize, batched=True, desc="Tokenising")
+    if task.is_regression:
+        data = data.cast_column("label", Value("float32"))
+    return task, data, tokenizer, make_model
+
+
 def budget_report(trainer, num_examples: int, training_args, budget: int, wall: float) -> dict:
     """The budget-matched run's facts in the pruning report's terms: examples forwarded, counted from the
     optimizer steps taken and the batches of each epoch (the last batch of an epoch may be short)."""
@@ -195,35 +233,8 @@ def main() -> None:
                         if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
-    task = get_task(data_args.task)
-
-    raw = load_raw(task, data_args)
-    for split in ("train", *task.eval_splits):
-        if split not in raw:
-            raise ValueError(f"The data for task {task.name!r} has no {split!r} split (found {list(raw)}).")
-    if data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
-    if data_args.max_eval_samples is not None:
-        for split in task.eval_splits:
-            raw[split] = raw[split].select(range(min(data_args.max_eval_samples, len(raw[split]))))
-
-    config = AutoConfig.from_pretrained(model_args.model_name_or_path, num_labels=task.num_labels,
-                                        finetuning_task=task.name)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes
-    )
-
-    first, second = task.keys
-
-    def tokenize(batch):
-        texts = (batch[first],) if second is None else (batch[first], batch[second])
-        return tokenizer(*texts, truncation=True, max_length=data_args.max_seq_length)
-
-    with training_args.main_process_first(desc="tokenising"):
-        data = raw.map(tokenize, batched=True, desc="Tokenising")
-    if task.is_regression:
-        data = data.cast_column("label", Value("float32"))
+    task, data, tokenizer, make_model = prepare(model_args, data_args, training_args)
+    model = make_model()
 
     def compute_metrics(p):
         return compute_glue_metrics(task, p.predictions, p.label_ids)
@@ -288,7 +299,7 @@ def main() -> None:
             f"[emp-hf] task={task.name} method={pruning_args.method} prune={pruning_args.prune} "
             f"{key}={eval_metrics.get(key, float('nan')):.4f} forwarded={report['forwarded_examples']:,}/"
             f"{report['full_data_examples']:,} saved={report['saved_fraction']:.3f} wall={wall:.1f}s "
-            f"world_size={training_args.world_size}"
+            f"world_size={training_args.world_size}" + scoring_cost_note(report)
         )
     release_distributed(trainer)
 

@@ -16,6 +16,7 @@ from transformers import HfArgumentParser
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from emp_hf import PruningConfig  # noqa: E402
 from emp_hf.core.distributed import shutdown, world_size  # noqa: E402
+from emp_hf.core.static import scoring_cost_note  # noqa: E402
 from emp_hf.vision import VisionArguments, train  # noqa: E402
 
 
@@ -31,18 +32,7 @@ def print_summary(vargs, pargs, final) -> None:
     print(f"[emp-hf] dataset={vargs.dataset} model={vargs.model} method={pargs.method} prune={pargs.prune} "
           f"test_acc={final['test_acc']:.4f} forwarded={final['forwarded_examples']:,} "
           f"saved={final['saved_fraction']:.3f} wall={final['wall_time_s']:.1f}s world_size={max(world_size(), 1)}"
-          + scoring_note(final))
-
-
-def scoring_note(final) -> str:
-    """A static run's scoring cost, said on the summary line (and loudly when it exceeds the saving)."""
-    if "scoring_forwarded_examples" not in final:
-        return ""
-    note = (f" scoring_forwarded={final['scoring_forwarded_examples']:,} "
-            f"saved_including_scoring={final['saved_fraction_including_scoring']:.3f}")
-    if final["scoring_cost_exceeds_saving"]:
-        note += " NOTE: computing the static scores forwarded more examples than pruning saved"
-    return note
+          + scoring_cost_note(final))
 
 
 if __name__ == "__main__":

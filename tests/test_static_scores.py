@@ -134,3 +134,43 @@ def test_vision_scores_feed_a_static_run_and_its_cost_is_reported(tmp_path):
     assert set(result.pruner._pruned.indices.tolist()) == top  # keep the hardest (highest EL2N)
     assert result.final["scoring_forwarded_examples"] == 1200
     assert result.final["scoring_cost_exceeds_saving"] is True  # 1,200 spent to save 200
+
+
+def test_glue_scores_feed_a_static_trainer_run_and_its_cost_is_reported(tmp_path, monkeypatch):
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from glue_fixtures import write_tiny_model
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    data = tmp_path / "data" / "sst2"
+    data.mkdir(parents=True)
+    rows = [{"sentence": f"text {i} {'good' if i % 2 else 'bad'}", "label": i % 2, "idx": i} for i in range(24)]
+    for split in ("train", "validation"):
+        (data / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    model = write_tiny_model(tmp_path / "model", [r["sentence"] for r in rows], num_labels=2)
+    common = ["--task", "sst2", "--data_dir", str(tmp_path / "data"), "--model_name_or_path", str(model),
+              "--per_device_train_batch_size", "8", "--use_cpu"]
+    monkeypatch.setattr(sys, "argv", [str(scripts / "static_scores.py"), "--front_end", "glue", "--scores", "el2n",
+                                      "grand", "forgetting", "herding", "--score_epochs", "1",
+                                      "--scores_dir", str(tmp_path / "scores"), *common])
+    runpy.run_path(str(scripts / "static_scores.py"), run_name="__main__")
+    meta = load_static_file(tmp_path / "scores" / "el2n.pt")
+    assert meta["scores"].shape == (24,) and meta["grand_parameters"] == "head"
+    assert meta["scoring_forwarded_examples"] == 3 * 24  # one training epoch, the scoring pass, GraNd's pass
+    assert load_static_file(tmp_path / "scores" / "herding.pt")["scores"].sort().values.tolist() == list(
+        range(1, 25))
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", [str(scripts / "glue.py"), "--method", "static", "--prune", "0.5",
+                                      "--static_scores_file", str(tmp_path / "scores" / "el2n.pt"),
+                                      "--num_train_epochs", "2", "--eval_strategy", "no", "--save_strategy", "no",
+                                      "--output_dir", str(out), *common])
+    runpy.run_path(str(scripts / "glue.py"), run_name="__main__")
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["forwarded_examples"] == 24 + 12
+    assert report["scoring_forwarded_examples"] == 72 and report["scoring_cost_exceeds_saving"] is True
+    assert report["saved_fraction_including_scoring"] == pytest.approx(1 - (36 + 72) / 48)
+    assert report["static_scores"]["score"] == "el2n"

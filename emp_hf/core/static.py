@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -157,3 +157,70 @@ def load_static_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"`static_scores_file` {str(path)!r} is a .pt file but not one written by "
                          "scripts/static_scores.py (it needs 'scores' and 'keep').")
     return data
+
+
+class ScoreAccumulator:
+    """The scores of several scoring models (seeds), averaged; the subset rankings from the last model's
+    features. One place for both front ends, so a score means the same for images and text."""
+
+    def __init__(self, wanted: list[str]) -> None:
+        unknown = [w for w in wanted if w not in KEEP]
+        if unknown:
+            raise ValueError(f"Unknown static `scores` {unknown}; known scores: {', '.join(STATIC_SCORES)}.")
+        self.wanted = list(dict.fromkeys(wanted))
+        self.sums: dict[str, Tensor] = {}
+        self.seeds = 0
+        self.features: Tensor | None = None
+
+    @property
+    def needs_grand(self) -> bool:
+        return "grand" in self.wanted
+
+    def add_seed(self, probabilities: Tensor, labels: Tensor, forgetting: ForgettingCounter,
+                 grand_norms: Callable[[], Tensor] | None, features: Tensor) -> None:
+        per_seed: dict[str, Callable[[], Tensor]] = {
+            "el2n": lambda: el2n(probabilities, labels),
+            "least_confidence": lambda: least_confidence(probabilities),
+            "margin": lambda: margin(probabilities),
+            "entropy": lambda: entropy(probabilities),
+            "forgetting": forgetting.scores,
+        }
+        if grand_norms is not None:
+            per_seed["grand"] = grand_norms
+        for name in self.wanted:
+            if name in per_seed:
+                value = per_seed[name]().detach().float().cpu()
+                self.sums[name] = value if name not in self.sums else self.sums[name] + value
+        self.seeds += 1
+        self.features = features.detach().float().cpu()
+
+    def results(self, generator: torch.Generator) -> dict[str, Tensor]:
+        out = {name: value / self.seeds for name, value in self.sums.items()}
+        if "kcenter" in self.wanted:
+            out["kcenter"] = k_center_greedy_rank(self.features, generator)
+        if "herding" in self.wanted:
+            out["herding"] = herding_rank(self.features)
+        return out
+
+    def save(self, folder: str | Path, generator: torch.Generator, metadata: dict[str, Any]) -> dict[str, str]:
+        """One `<score>.pt` per wanted score, each with the whole scoring run's metadata and cost."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        results = self.results(generator)
+        paths = {}
+        for name in self.wanted:
+            path = Path(folder) / f"{name}.pt"
+            save_static_scores(path, results[name], name, {**metadata, "scores_computed_together": self.wanted})
+            paths[name] = str(path)
+        return paths
+
+
+def scoring_cost_note(facts: dict[str, Any]) -> str:
+    """A static run's scoring cost for its summary line (from the report, or a front end's final facts), and
+    a plain statement when computing the scores forwarded more examples than pruning saved."""
+    if "scoring_forwarded_examples" not in facts:
+        return ""
+    note = (f" scoring_forwarded={facts['scoring_forwarded_examples']:,} "
+            f"saved_including_scoring={facts['saved_fraction_including_scoring']:.3f}")
+    if facts["scoring_cost_exceeds_saving"]:
+        note += " NOTE: computing the static scores forwarded more examples than pruning saved"
+    return note

@@ -9,7 +9,6 @@ report.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -17,19 +16,7 @@ import torch
 from torch import nn
 
 from ..core.policies import seeded_generator
-from ..core.static import (
-    KEEP,
-    STATIC_SCORES,
-    ForgettingCounter,
-    el2n,
-    entropy,
-    grand,
-    herding_rank,
-    k_center_greedy_rank,
-    least_confidence,
-    margin,
-    save_static_scores,
-)
+from ..core.static import KEEP, STATIC_SCORES, ForgettingCounter, ScoreAccumulator, grand
 from .augment import normalise, random_crop_flip
 from .data import AUGMENTATION, apply_variants, load_image_data
 from .loop import VisionArguments
@@ -70,9 +57,7 @@ def compute_static_scores(sargs: StaticScoreArguments, vargs: VisionArguments, d
     data, mean, std = data.to(device), mean.to(device), std.to(device)
     n = int(data.train_labels.numel())
     pad, flip = AUGMENTATION.get(data.name, (4, True))
-    wanted = set(sargs.scores)
-    sums: dict[str, torch.Tensor] = {}
-    features = None
+    scores = ScoreAccumulator(sargs.scores)
     forwarded = 0
     for s in range(sargs.score_seeds):
         gen = seeded_generator(vargs.seed, s, _SCORING_STREAM)
@@ -97,40 +82,18 @@ def compute_static_scores(sargs: StaticScoreArguments, vargs: VisionArguments, d
                 optimizer.step()
                 forgetting.update(idx, logits.detach().argmax(-1) == data.train_labels[idx])
             forwarded += n
-        probabilities, feats = _score_pass(model, data.train_images, mean, std)
+        probabilities, features = _score_pass(model, data.train_images, mean, std)
         forwarded += n
-        per_seed = {
-            "el2n": lambda: el2n(probabilities, data.train_labels),
-            "least_confidence": lambda: least_confidence(probabilities),
-            "margin": lambda: margin(probabilities),
-            "entropy": lambda: entropy(probabilities),
-            "forgetting": lambda: forgetting.scores().to(device),
-            "grand": lambda: grand(model.eval(), normalise(data.train_images, mean, std), data.train_labels),
-        }
-        for name in wanted & set(per_seed):
-            value = per_seed[name]().float().cpu()
-            sums[name] = value if name not in sums else sums[name] + value
-        if "grand" in wanted:
-            forwarded += n  # one forward and backward per example
-        features = feats
-    results: dict[str, torch.Tensor] = {k: v / sargs.score_seeds for k, v in sums.items()}
-    assert features is not None
-    if "kcenter" in wanted:
-        results["kcenter"] = k_center_greedy_rank(features.cpu(), seeded_generator(vargs.seed, _SCORING_STREAM))
-    if "herding" in wanted:
-        results["herding"] = herding_rank(features.cpu())
-    wall = time.time() - start
-    os.makedirs(sargs.scores_dir, exist_ok=True)
-    paths = {}
-    for name in sargs.scores:
-        path = os.path.join(sargs.scores_dir, f"{name}.pt")
-        save_static_scores(path, results[name], name, {
-            "scoring_forwarded_examples": forwarded, "scoring_wall_time_s": wall, "num_examples": n,
-            "dataset": data.name, "model": vargs.model, "score_epochs": sargs.score_epochs,
-            "score_seeds": sargs.score_seeds, "seed": vargs.seed, "scores_computed_together": sorted(wanted),
-        })
-        paths[name] = path
-    return paths
+        grand_norms = None
+        if scores.needs_grand:  # every parameter, per example (one forward and backward each)
+            grand_norms = lambda: grand(model.eval(), normalise(data.train_images, mean, std),  # noqa: E731
+                                        data.train_labels)
+            forwarded += n
+        scores.add_seed(probabilities, data.train_labels, forgetting, grand_norms, features)
+    return scores.save(sargs.scores_dir, seeded_generator(vargs.seed, _SCORING_STREAM), {
+        "scoring_forwarded_examples": forwarded, "scoring_wall_time_s": time.time() - start, "num_examples": n,
+        "dataset": data.name, "model": vargs.model, "score_epochs": sargs.score_epochs,
+        "score_seeds": sargs.score_seeds, "seed": vargs.seed, "grand_parameters": "all"})
 
 
 @torch.no_grad()
