@@ -9,7 +9,7 @@
     python scripts/static_scores.py --front_end glue --scores el2n forgetting --score_epochs 1 \
         --scores_dir output/sst2-scores --task sst2 --data_dir data/glue --max_train_samples 2000 \
         --model_name_or_path MODEL --learning_rate 1e-4 --per_device_train_batch_size 16 --max_seq_length 64
-    python scripts/glue.py --task sst2 --method static --static_scores_file output/sst2-scores/el2n.pt ... (same data flags)
+    python scripts/glue.py --task sst2 --method static --static_scores_file output/sst2-scores/el2n.pt ...
 
 The other flags are those of scripts/vision.py or scripts/glue.py: pass the pruned run the same data
 flags (dataset or task, variants, seed, subset), since score i must belong to training example i. Each file
