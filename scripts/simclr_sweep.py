@@ -12,9 +12,7 @@ skipped; checkpoints are deleted after each run. Tables give mean +- std over se
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -86,14 +84,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--machine", default="unspecified")
     args = parser.parse_args(own)
-    base = Path(args.runs_dir) / args.name
-    base.mkdir(parents=True, exist_ok=True)
-    meta_path = base / "sweep.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"kind": "simclr", "invocations": []}
-    meta["invocations"].append({"command": "python scripts/simclr_sweep.py " + " ".join(map(shlex.quote, argv)),
-                                "machine": args.machine,
-                                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    from vision_sweep import record_invocation, write_results
+
+    base = record_invocation(Path(args.runs_dir) / args.name, "simclr_sweep.py", argv, args.machine, kind="simclr")
 
     jobs = []
     for seed in args.seeds:
@@ -119,8 +112,6 @@ def main() -> None:
               flush=True)
         for ckpt in folder.glob("checkpoint-*"):
             shutil.rmtree(ckpt)
-    from vision_sweep import write_results
-
     write_results(Path(args.runs_dir))
 
 

@@ -55,6 +55,19 @@ def render(base: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def record_invocation(base: Path, script: str, argv: list[str], machine: str, kind: str | None = None) -> Path:
+    """Append this command, the machine and the time to `base`/sweep.json (made with `kind` if new)."""
+    base.mkdir(parents=True, exist_ok=True)
+    meta_path = base / "sweep.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {
+        **({"kind": kind} if kind else {}), "invocations": []}
+    meta["invocations"].append({"command": f"python scripts/{script} " + " ".join(map(shlex.quote, argv)),
+                                "machine": machine,
+                                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return base
+
+
 def main() -> None:
     argv = sys.argv[1:]
     passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -74,14 +87,7 @@ def main() -> None:
         return
     if args.name is None:
         parser.error("--name is required (unless --render_only)")
-    base = Path(args.runs_dir) / args.name
-    base.mkdir(parents=True, exist_ok=True)
-    meta_path = base / "sweep.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"invocations": []}
-    meta["invocations"].append({"command": "python scripts/vision_sweep.py " + " ".join(map(shlex.quote, argv)),
-                                "machine": args.machine,
-                                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    base = record_invocation(Path(args.runs_dir) / args.name, "vision_sweep.py", argv, args.machine)
 
     jobs = []
     for noise, prunes in ((0.0, args.prunes), (args.label_noise, args.noise_prunes)):

@@ -196,3 +196,20 @@ def test_bad_input():
         SimCLRArguments(eval="knn")
     with pytest.raises(ValueError, match="`temperature` must be a positive number"):
         SimCLRArguments(temperature=0)
+
+
+def test_sweep_is_resumable_and_renders_from_the_runs(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "scripts" / "simclr_sweep.py"), "--name", "tiny", "--runs_dir", str(tmp_path),
+           "--methods", "full", "emp", "--prunes", "0.5", "--ssl_scores", "loss_f", "loss_g", "--seeds", "0", "--",
+           "--dataset", "digits", "--model", "resnet10", "--width", "4", "--epochs", "2", "--batch_size", "64",
+           "--max_train_samples", "128", "--eval_epochs", "1", "--cpu"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0 and first.stdout.count("] run ") == 3, first.stdout + first.stderr
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert second.stdout.count("skip (complete)") == 3
+    text = (tmp_path / "RESULTS.md").read_text()
+    acc = 100 * json.loads((tmp_path / "tiny" / "emp-0.5-loss_g-seed0" / "ssl_results.json").read_text())[
+        "evaluation"]["test_acc"]
+    assert f"| 0.5 | emp | NT-Xent − β‖g_a − g_b‖ | 1 | {acc:.2f} |" in text
+    assert "## tiny (SimCLR)" in text and "python scripts/simclr_sweep.py" in text

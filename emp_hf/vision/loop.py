@@ -120,6 +120,28 @@ def _complete_checkpoint(folder: Path) -> dict[str, Any]:
     return state
 
 
+def resume_run(resume: str | None, output_dir: str, pruner, model, optimizer, scheduler,
+               accelerator: Accelerator) -> tuple[list[dict[str, Any]], int]:
+    """Restore a checkpoint (a folder, or 'latest': the newest complete one in `output_dir`) into the run's
+    objects; returns the history so far and the epoch to start at ([] and 0 without `resume`). The pruning
+    state goes first, so that a checkpoint made for another plan is refused by name before anything changes."""
+    if not resume:
+        return [], 0
+    if resume == "latest":
+        found = newest_complete(output_dir, "checkpoint-epoch", _complete_checkpoint)  # read once, here
+        if found is None:
+            raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir!r}. "
+                             "Drop the flag to start a new run.")
+        resume, state = str(found[0]), found[1]
+    else:
+        state = _read_state(Path(resume))
+    pruner.load_state_dict(state["pruner"], source=os.path.join(resume, "state.pt"))
+    accelerator.unwrap_model(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["history"], state["epoch"] + 1
+
+
 @dataclass
 class TrainResult:
     final: dict[str, Any]
@@ -157,24 +179,8 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     scheduler = build_schedule(vargs.schedule, optimizer, plan, vargs.epochs)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    resume = vargs.resume_from_checkpoint
-    if resume == "latest":
-        found = newest_complete(vargs.output_dir, "checkpoint-epoch", _complete_checkpoint)  # read once, here
-        if found is None:
-            raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {vargs.output_dir!r}. "
-                             "Drop the flag to start a new run.")
-        resume, state = str(found[0]), found[1]
-    elif resume:
-        state = _read_state(Path(resume))
-    if resume:
-        state_path = os.path.join(resume, "state.pt")
-        pruner.load_state_dict(state["pruner"], source=state_path)  # first: refuses a changed plan by name
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start_epoch = state["history"], state["epoch"] + 1
+    history, start_epoch = resume_run(vargs.resume_from_checkpoint, vargs.output_dir, pruner, model, optimizer,
+                                      scheduler, accelerator)
 
     pad, flip = AUGMENTATION.get(data.name, (4, True))
     wall_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)

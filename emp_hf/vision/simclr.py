@@ -18,7 +18,6 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,10 +28,9 @@ from tqdm.auto import tqdm
 from ..core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer, save_json
 from ..core.contrastive import SSL_SCORES, nt_xent_terms, view_distance
 from ..core.policies import seeded_generator
-from ..core.state_file import newest_complete
 from .augment import draw_view_params, normalise, random_crop_flip, simclr_view
 from .data import AUGMENTATION, DATASETS, ImageData, apply_variants, load_image_data
-from .loop import _complete_checkpoint, _read_state, _steps_per_epoch, save_checkpoint
+from .loop import _steps_per_epoch, resume_run, save_checkpoint
 from .models import build_model
 from .optim import StepPlan, build_schedule
 
@@ -149,23 +147,8 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
     scheduler = build_schedule("exponential", optimizer, plan, args.epochs, gamma=args.lr_gamma)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    resume = args.resume_from_checkpoint
-    if resume == "latest":
-        found = newest_complete(args.output_dir, "checkpoint-epoch", _complete_checkpoint)
-        if found is None:
-            raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {args.output_dir!r}. "
-                             "Drop the flag to start a new run.")
-        resume, state = str(found[0]), found[1]
-    elif resume:
-        state = _read_state(Path(resume))
-    if resume:
-        pruner.load_state_dict(state["pruner"], source=os.path.join(resume, "state.pt"))  # first: plan check
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start_epoch = state["history"], state["epoch"] + 1
+    history, start_epoch = resume_run(args.resume_from_checkpoint, args.output_dir, pruner, model, optimizer,
+                                      scheduler, accelerator)
 
     wall_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
     bar = tqdm(range(start_epoch, args.epochs), desc="pre-training", disable=not (main and args.progress))
