@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 from emp_hf.glue import TASKS, main_metric  # noqa: E402
 
 PAPER_ORDER = ["rte", "cola", "sst2", "stsb", "mrpc", "qnli", "mnli", "qqp", "wnli"]
@@ -59,44 +60,20 @@ def method_rank(method: str) -> float:
 
 
 def plot_task(sweep: Path, task: str, groups) -> str | None:
-    """Metric against examples forwarded, one point per method and ratio (error bars: std over seeds), with the
-    full-data run and the budget-matched curve as references. Returns the PNG's name, or None without
-    matplotlib."""
-    try:
-        import matplotlib
+    """Metric against examples forwarded for one task (scripts/sweep_plot.py); the PNG's name, or None."""
+    from sweep_plot import plot_metric_vs_forwarded
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    markers = "osD^v<>phX*"
     by_method: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
-    for (method, prune), per_task in groups.items():
+    for (method, prune), per_task in sorted(groups.items(), key=lambda kv: (method_rank(kv[0][0]), kv[0])):
         rows = per_task.get(task, [])
-        if not rows:
-            continue
-        values = [100 * r["metric"] for r in rows]
-        by_method[method].append((statistics.mean(r["forwarded"] for r in rows), statistics.mean(values),
-                                  statistics.stdev(values) if len(values) > 1 else 0.0))
-    for i, method in enumerate(sorted(by_method, key=lambda m: (method_rank(m), m))):
-        points = sorted(by_method[method])
-        x, y, e = zip(*points)
-        if method == "full":
-            ax.axhline(y[0], color="black", linestyle="--", linewidth=1, label=f"full data ({x[0]:,.0f} forwarded)")
-            ax.errorbar(x, y, yerr=e, fmt="o", color="black", capsize=3)
-            continue
-        style = "-" if method.startswith("budget_") else ""
-        ax.errorbar(x, y, yerr=e, fmt=markers[i % len(markers)] + style, capsize=3,
-                    label=method.replace("budget_", "budget-matched full (to ") + (")" if "budget_" in method else ""))
-    ax.set(xlabel="examples forwarded in training (mean over seeds)",
-           ylabel=f"{main_metric(TASKS[task])} x100 (mean ± std over seeds)", title=f"{sweep.name}: {task.upper()}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+        if rows:
+            values = [100 * r["metric"] for r in rows]
+            by_method[method].append((statistics.mean(r["forwarded"] for r in rows), statistics.mean(values),
+                                      statistics.stdev(values) if len(values) > 1 else 0.0))
     name = f"{task}.png"
-    fig.savefig(sweep / name, dpi=100)
-    plt.close(fig)
-    return name
+    ylabel = f"{main_metric(TASKS[task])} x100 (mean ± std over seeds)"
+    ok = plot_metric_vs_forwarded(sweep / name, f"{sweep.name}: {task.upper()}", ylabel, by_method)
+    return name if ok else None
 
 
 def render_sweep(sweep: Path) -> str:

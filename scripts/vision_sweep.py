@@ -17,6 +17,7 @@ import datetime
 import json
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -25,30 +26,64 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def render(base: Path) -> str:
+    """The sweep's table (mean ± std over seeds where a configuration has several) and its plot."""
     meta = json.loads((base / "sweep.json").read_text())
-    rows = []
+    groups: dict[tuple[float, float, str], list[tuple[dict, dict]]] = {}
     for metrics_file in sorted(base.glob("*/metrics.json")):
         m = json.loads(metrics_file.read_text())
         r = json.loads((metrics_file.parent / "pruning_report.json").read_text())
-        rows.append((m["arguments"]["label_noise"], m["pruning"]["prune"] if m["pruning"]["method"] != "full" else 0.0,
-                     m["pruning"]["method"], m["final"]["test_acc"], max(e["test_acc"] for e in m["epochs"]),
-                     r["forwarded_examples"], r["full_data_examples"], m["final"]["train_time_s"]))
-    order = {"full": 0, "random": 1, "infobatch": 2, "emp": 3}
-    rows.sort(key=lambda x: (x[0], x[1], order.get(x[2], 9)))
-    full_wall = {noise: wall for noise, prune, method, *_, wall in rows if method == "full"}
+        method = m["pruning"]["method"]
+        if m["arguments"].get("budget_examples") is not None:
+            method = "budget_" + metrics_file.parent.name.split("-")[0].removeprefix("budget_")
+            prune = float(metrics_file.parent.name.split("-")[1])
+        else:
+            prune = m["pruning"]["prune"] if method != "full" else 0.0
+        groups.setdefault((m["arguments"]["label_noise"], prune, method), []).append((m, r))
+    order = {"full": 0, "random": 2, "infobatch": 3, "eps_greedy": 4, "ucb": 5, "emp": 6}
+    keys = sorted(groups, key=lambda k: (k[0], k[1], 1 if k[2].startswith("budget_") else order.get(k[2], 9)))
+
+    def mean(values):
+        return statistics.mean(values)
+
+    def acc(values):
+        values = [100 * v for v in values]
+        return f"{mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+    full_wall = {k[0]: mean(m["final"]["train_time_s"] for m, _ in groups[k]) for k in keys if k[2] == "full"}
     lines = [f"## {base.name}", "",
-             "Train time: selection, training steps and score updates, without the per-epoch evaluation.", ""]
+             "Train time: selection, training steps and score updates, without the per-epoch evaluation. "
+             "Accuracy: mean ± std over seeds.", ""]
     for inv in meta["invocations"]:
         lines += [f"- Machine: {inv['machine']}; started {inv['started']}", f"  - Command: `{inv['command']}`"]
-    lines += ["", "| label noise | prune | method | final test acc | best test acc | forwarded / full | saved | "
-              "train s | train time / full-data train time | achieved / ideal saving |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for noise, prune, method, acc, best, fwd, full, wall in rows:
+    lines += ["", "| label noise | prune | method | seeds | final test acc | best test acc | forwarded / full | "
+              "saved | train s | train time / full-data train time | achieved / ideal saving |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    points: dict[str, list[tuple[float, float, float]]] = {}
+    for key in keys:
+        noise, prune, method = key
+        runs = groups[key]
+        finals = [m["final"]["test_acc"] for m, _ in runs]
+        fwd = mean(r["forwarded_examples"] for _, r in runs)
+        full = runs[0][1]["full_data_examples"] if not method.startswith("budget_") else None
+        full = full or mean(r["num_examples"] for _, r in runs) * runs[0][0]["arguments"]["epochs"]
+        wall = mean(m["final"]["train_time_s"] for m, _ in runs)
         ratio = wall / full_wall[noise] if noise in full_wall else None
         saved = 1 - fwd / full
         eff = f"{(1 - ratio) / saved:.3f}" if ratio is not None and saved > 0 else "–"
-        lines.append(f"| {noise:g} | {prune:g} | {method} | {100 * acc:.2f} | {100 * best:.2f} | {fwd:,} / {full:,} | "
-                     f"{saved:.3f} | {wall:.0f} | {'–' if ratio is None else f'{ratio:.3f}'} | {eff} |")
+        best = acc([max(e["test_acc"] for e in m["epochs"]) for m, _ in runs])
+        lines.append(f"| {noise:g} | {prune:g} | {method} | {len(runs)} | {acc(finals)} | {best} | "
+                     f"{fwd:,.0f} / {full:,.0f} | {saved:.3f} | {wall:.0f} | "
+                     f"{'–' if ratio is None else f'{ratio:.3f}'} | {eff} |")
+        if noise == 0:
+            values = [100 * v for v in finals]
+            points.setdefault(method, []).append((fwd, mean(values), statistics.stdev(values) if len(values) > 1
+                                                  else 0.0))
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from sweep_plot import plot_metric_vs_forwarded
+
+    if points and plot_metric_vs_forwarded(base / "accuracy_vs_forwarded.png", base.name,
+                                           "final test accuracy % (mean ± std over seeds)", points):
+        lines += ["", f"![{base.name}: accuracy against examples forwarded]({base.name}/accuracy_vs_forwarded.png)"]
     notes = base / "NOTES.md"
     if notes.is_file():
         lines += ["", notes.read_text()]
@@ -81,6 +116,10 @@ def main() -> None:
     parser.add_argument("--label_noise", type=float, default=0.2)
     parser.add_argument("--machine", default="unspecified")
     parser.add_argument("--render_only", action="store_true", help="Only rebuild vision_runs/RESULTS.md.")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="Seeds (folders get -seed<S>); default: one run with scripts/vision.py's seed.")
+    parser.add_argument("--budget_match", default=None, metavar="METHOD",
+                        help="Also run the budget-matched full-data baseline of each METHOD run (after it).")
     args = parser.parse_args(own)
     if args.render_only:
         write_results(Path(args.runs_dir))
@@ -89,20 +128,40 @@ def main() -> None:
         parser.error("--name is required (unless --render_only)")
     base = record_invocation(Path(args.runs_dir) / args.name, "vision_sweep.py", argv, args.machine)
 
+    seeds = args.seeds or [None]
     jobs = []
     for noise, prunes in ((0.0, args.prunes), (args.label_noise, args.noise_prunes)):
         if noise > 0 and not prunes:
             continue
         for method in args.methods:
             for prune in [0.0] if method == "full" else prunes:
-                jobs.append((noise, method, prune))
-    for n, (noise, method, prune) in enumerate(jobs, 1):
-        folder = base / (f"{method}" + ("" if method == "full" else f"-{prune}") + (f"-noise{noise}" if noise else ""))
-        if (folder / "metrics.json").is_file():
+                jobs += [(noise, method, prune, seed) for seed in seeds]
+        if args.budget_match and noise == 0:
+            jobs += [(noise, "budget", prune, seed) for prune in prunes for seed in seeds]
+
+    def folder_of(noise, method, prune, seed):
+        return base / (method + ("" if method == "full" else f"-{prune}") + (f"-noise{noise}" if noise else "")
+                       + ("" if seed is None else f"-seed{seed}"))
+
+    for n, (noise, method, prune, seed) in enumerate(jobs, 1):
+        extra = []
+        if method == "budget":
+            matched = folder_of(noise, args.budget_match, prune, seed)
+            if not (matched / "metrics.json").is_file():
+                print(f"[{n}/{len(jobs)}] skip budget-{prune}: {matched.name} is not complete", flush=True)
+                continue
+            budget = json.loads((matched / "pruning_report.json").read_text())["forwarded_examples"]
+            folder = folder_of(noise, f"budget_{args.budget_match}", prune, seed)
+            run_method, extra = "full", ["--budget_examples", str(budget)]
+        else:
+            folder, run_method = folder_of(noise, method, prune, seed), method
+        if (folder / "metrics.json").is_file() and json.loads((folder / "metrics.json").read_text())["final"]:
             print(f"[{n}/{len(jobs)}] skip (complete) {folder.name}", flush=True)
             continue
-        cmd = [sys.executable, str(ROOT / "scripts" / "vision.py"), "--method", method, "--prune", str(prune),
-               "--label_noise", str(noise), "--output_dir", str(folder), "--progress", "false", *passthrough]
+        cmd = [sys.executable, str(ROOT / "scripts" / "vision.py"), "--method", run_method, "--prune", str(prune),
+               "--label_noise", str(noise), "--output_dir", str(folder), "--progress", "false", *passthrough, *extra]
+        if seed is not None:
+            cmd += ["--seed", str(seed)]
         print(f"[{n}/{len(jobs)}] run {folder.name}", flush=True)
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / "run.log").open("w") as log:

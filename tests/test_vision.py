@@ -190,3 +190,17 @@ def test_bf16_mixed_precision_through_accelerate(tmp_path, monkeypatch):
     assert result.pruner.store.loss.dtype == torch.float32 and bool(result.pruner.store.seen.all())
     assert all(math.isfinite(h["train_loss"]) for h in result.history)
     assert json.loads((tmp_path / "pruning_report.json").read_text())["mixed_precision"] == "bf16"
+
+
+def test_budget_matched_full_data_baseline(tmp_path):
+    """--budget_examples: all data, the last epoch cut so that exactly the budget is forwarded (batch-rounded),
+    the schedule over exactly those steps; refused with a pruning method."""
+    run = train(args(tmp_path, budget_examples=700), PruningConfig(method="full"), data=synthetic())
+    report = json.loads((tmp_path / "pruning_report.json").read_text())
+    n = run.pruner.num_examples
+    assert report["epochs_run"] == math.ceil(700 / n)
+    assert report["forwarded_examples"] == 700 + (-(700 - (report["epochs_run"] - 1) * n)) % 16
+    assert [h["examples"] for h in run.history][:-1] == [n] * (report["epochs_run"] - 1)
+    assert report["optimizer_steps"] == 7 * 6 + 2  # 96 images in 6 batches of 16; 28 left -> 2 batches
+    with pytest.raises(ValueError, match="use it with --method full, not 'emp'"):
+        train(args(tmp_path / "b", budget_examples=700), PruningConfig(method="emp"), data=synthetic())

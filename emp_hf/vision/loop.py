@@ -56,6 +56,11 @@ class VisionArguments:
     augment: bool = field(default=True, metadata={"help": "Pad-4 random crop and horizontal flip."})
     eval_batch_size: int = field(default=512, metadata={"help": "Evaluation batch size per process."})
     save_every: int = field(default=0, metadata={"help": "Checkpoint every N epochs (0: only at the end)."})
+    budget_examples: int | None = field(
+        default=None,
+        metadata={"help": "Budget-matched baseline (with --method full): all the data, no pruning, for only as many "
+                          "steps as forwarding this many examples takes (ceil(N / dataset) epochs, the last one cut "
+                          "short; the schedule spans exactly those steps). Give it a pruned run's forwarded count."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest'."})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if a GPU is present."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
@@ -91,11 +96,17 @@ class VisionArguments:
             raise ValueError(f"`label_noise` must be in [0, 1), got {self.label_noise}.")
         if self.save_every < 0:
             raise ValueError(f"`save_every` must be >= 0, got {self.save_every}.")
+        if self.budget_examples is not None and self.budget_examples < 1:
+            raise ValueError(f"`budget_examples` must be >= 1 (or unset), got {self.budget_examples}.")
 
 
-def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int) -> list[int]:
-    """Steps of each epoch: a rank's padded share of the epoch, in batches (from the current plan)."""
-    return [math.ceil(math.ceil(size / world) / batch_size) for size in pruner.current_plan()]
+def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int, budget: int | None = None) -> list[int]:
+    """Steps of each epoch: a rank's padded share of the epoch, in batches (from the current plan); with a
+    budget, the last epoch stops once the budget's examples are forwarded."""
+    sizes = pruner.current_plan()
+    if budget is not None:
+        sizes[-1] = budget - sum(sizes[:-1])
+    return [math.ceil(math.ceil(size / world) / batch_size) for size in sizes]
 
 
 #: A static run's scoring cost, carried from the report into metrics.json's `final` (docs/static_scores.md).
@@ -164,19 +175,26 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     mean, std = data.channel_stats()
     data, mean, std = data.to(device), mean.to(device), std.to(device)
     n = int(data.train_labels.numel())
+    epochs, budget = vargs.epochs, vargs.budget_examples
+    if budget is not None:
+        if pargs.method != "full":
+            raise ValueError(f"--budget_examples is the budget-matched full-data baseline: use it with --method "
+                             f"full, not {pargs.method!r}.")
+        epochs = math.ceil(budget / n)
 
     # ---- model, pruning, plan, optimiser, schedule sized to the pruned plan
     torch.manual_seed(vargs.seed)
     model = build_model(vargs.model, data.num_classes, data.in_channels, vargs.width)
     layout = torch.channels_last if vargs.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
-    pruner = DataPruner(n, vargs.epochs, pargs, seed=vargs.seed, labels=data.train_labels.cpu())
-    pruner.run_facts = {"world_size": world, "batch_size": vargs.batch_size}  # shape the plan: checked on resume
+    pruner = DataPruner(n, epochs, pargs, seed=vargs.seed, labels=data.train_labels.cpu())
+    pruner.run_facts = {"world_size": world, "batch_size": vargs.batch_size,  # shape the plan: checked on resume
+                        **({"budget_examples": budget} if budget is not None else {})}
     scores = ScoreBuffer(pruner, capacity=-(-n // world) + vargs.batch_size, scored=True)  # the loss needs them
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
-    plan = StepPlan(_steps_per_epoch(pruner, world, vargs.batch_size))
+    plan = StepPlan(_steps_per_epoch(pruner, world, vargs.batch_size, budget))
     optimizer = build_optimizer(vargs.optimizer, model.parameters(), vargs.lr, vargs.momentum, vargs.weight_decay)
-    scheduler = build_schedule(vargs.schedule, optimizer, plan, vargs.epochs)
+    scheduler = build_schedule(vargs.schedule, optimizer, plan, epochs)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     history, start_epoch = resume_run(vargs.resume_from_checkpoint, vargs.output_dir, pruner, model, optimizer,
@@ -184,13 +202,13 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
 
     pad, flip = AUGMENTATION.get(data.name, (4, True))
     wall_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
-    bar = tqdm(range(start_epoch, vargs.epochs), desc="epochs", disable=not (main and vargs.progress))
+    bar = tqdm(range(start_epoch, epochs), desc="epochs", disable=not (main and vargs.progress))
     for epoch in bar:
         epoch_start = time.time()
         sampler.set_epoch(epoch)
         order = sampler.indices().to(device)
         # In place: the schedule reads this plan. Changes only for data-dependent plans (infobatch).
-        plan.steps_per_epoch[:] = _steps_per_epoch(pruner, world, vargs.batch_size)
+        plan.steps_per_epoch[:] = _steps_per_epoch(pruner, world, vargs.batch_size, budget)
         steps = plan.steps_per_epoch[epoch]
         augment_gen = seeded_generator(vargs.seed, epoch, rank, _AUGMENT_STREAM)
         if device.type != "cpu":
@@ -200,8 +218,10 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         dense_weights = pruner.dense_loss_weights(device)  # None but in infobatch's pruning epochs
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
+        trained = 0  # this rank's examples this epoch (a budget-cut epoch stops before the end of its order)
         for b in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not (main and vargs.progress)):
             idx = order[b * vargs.batch_size:(b + 1) * vargs.batch_size]
+            trained += idx.numel()
             images, labels = data.train_images[idx], data.train_labels[idx]
             if vargs.augment:
                 images = random_crop_flip(images, augment_gen, pad=pad, flip=flip)
@@ -223,7 +243,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         scores.flush()  # its host copy also waits for the device's queued work
         train_time = time.time() - epoch_start
         totals = accelerator.reduce(torch.stack([loss_sum, correct.float(),
-                                                 torch.tensor(float(order.numel()), device=device)]), "sum")
+                                                 torch.tensor(float(trained), device=device)]), "sum")
         test_acc = evaluate(model, data, mean, std, vargs.eval_batch_size, accelerator)
         record = {
             "epoch": epoch,
@@ -239,7 +259,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         }
         history.append(record)
         bar.set_postfix(test_acc=f"{test_acc:.4f}", kept=record["kept"])
-        last = epoch == vargs.epochs - 1
+        last = epoch == epochs - 1
         if last or (vargs.save_every and (epoch + 1) % vargs.save_every == 0):
             save_checkpoint(vargs.output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator)
         if main and not last:  # so that an interrupted run keeps what it measured
