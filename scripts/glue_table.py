@@ -36,7 +36,9 @@ def collect(sweep: Path) -> list[dict]:
         results = json.loads(files["eval_results.json"].read_text())
         report = json.loads(files["pruning_report.json"].read_text())
         metric = f"eval_{main_metric(TASKS[meta['task']])}"
-        runs.append({**meta, "metric": results[metric], "forwarded": report["forwarded_examples"],
+        # A static run's scoring pays for its scores before training: it counts on the compute axis.
+        runs.append({**meta, "metric": results[metric], "scoring": report.get("scoring_forwarded_examples", 0),
+                     "forwarded": report["forwarded_examples"] + report.get("scoring_forwarded_examples", 0),
                      "full_data": report["full_data_examples"], "saved": report["saved_fraction"],
                      "wall": report.get("train_wall_time_s"), "epochs": report["epochs_run"],
                      "n": report["num_examples"]})
@@ -95,7 +97,8 @@ def render_sweep(sweep: Path) -> str:
     for method, prune in keys:
         cells = [fmt([r["metric"] for r in groups[(method, prune)].get(t, [])]) for t in tasks]
         out.append(f"| {method} | {prune:g} | " + " | ".join(cells) + " |")
-    out += ["", "Examples forwarded (of full-data training) and training wall time, mean over seeds:", "",
+    out += ["", "Examples forwarded (of full-data training; for static scores including the scoring run's) and "
+            "training wall time, mean over seeds:", "",
             "| method | prune | " + " | ".join(t.upper() for t in tasks) + " |",
             "|---|---|" + "---|" * len(tasks)]
     for method, prune in keys:
@@ -107,7 +110,9 @@ def render_sweep(sweep: Path) -> str:
                 continue
             fwd = statistics.mean(r["forwarded"] for r in rows)
             wall = statistics.mean(r["wall"] for r in rows if r["wall"] is not None)
-            cells.append(f"{fwd:,.0f} / {rows[0]['full_data']:,} ({wall:.0f} s)")
+            scoring = statistics.mean(r["scoring"] for r in rows)
+            cells.append(f"{fwd:,.0f} / {rows[0]['full_data']:,} ({wall:.0f} s)"
+                         + (f", of which scoring {scoring:,.0f}" if scoring else ""))
         out.append(f"| {method} | {prune:g} | " + " | ".join(cells) + " |")
     plots = [(t, plot_task(sweep, t, groups)) for t in tasks]
     out += [""] + [f"![{t.upper()}: metric against examples forwarded]({sweep.name}/{png})" for t, png in plots if png]

@@ -38,6 +38,8 @@ def render(base: Path) -> str:
             prune = float(metrics_file.parent.name.split("-")[1])
         else:
             prune = m["pruning"]["prune"] if method != "full" else 0.0
+            if method == "static" and r.get("static_scores"):
+                method = f"static [{r['static_scores']['score']}]"
         groups.setdefault((m["arguments"]["label_noise"], prune, method), []).append((m, r))
     order = {"full": 0, "random": 2, "infobatch": 3, "eps_greedy": 4, "ucb": 5, "emp": 6}
     keys = sorted(groups, key=lambda k: (k[0], k[1], 1 if k[2].startswith("budget_") else order.get(k[2], 9)))
@@ -55,7 +57,8 @@ def render(base: Path) -> str:
              "Accuracy: mean ± std over seeds.", ""]
     for inv in meta["invocations"]:
         lines += [f"- Machine: {inv['machine']}; started {inv['started']}", f"  - Command: `{inv['command']}`"]
-    lines += ["", "| label noise | prune | method | seeds | final test acc | best test acc | forwarded / full | "
+    lines += ["", "Forwarded: examples forwarded in training plus, for static scores, by the scoring run.", "",
+              "| label noise | prune | method | seeds | final test acc | best test acc | forwarded / full | "
               "saved | train s | train time / full-data train time | achieved / ideal saving |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     points: dict[str, list[tuple[float, float, float]]] = {}
@@ -63,7 +66,7 @@ def render(base: Path) -> str:
         noise, prune, method = key
         runs = groups[key]
         finals = [m["final"]["test_acc"] for m, _ in runs]
-        fwd = mean(r["forwarded_examples"] for _, r in runs)
+        fwd = mean(r["forwarded_examples"] + r.get("scoring_forwarded_examples", 0) for _, r in runs)  # compute
         full = runs[0][1]["full_data_examples"] if not method.startswith("budget_") else None
         full = full or mean(r["num_examples"] for _, r in runs) * runs[0][0]["arguments"]["epochs"]
         wall = mean(m["final"]["train_time_s"] for m, _ in runs)
