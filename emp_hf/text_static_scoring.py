@@ -10,6 +10,7 @@ pruning could save; the vision front end uses every parameter.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -36,8 +37,8 @@ def compute_text_static_scores(scores_dir: str, wanted: list[str], score_epochs:
                                make_model: Callable[[], nn.Module], train_dataset, collator, *, learning_rate: float,
                                batch_size: int, seed: int, device: torch.device,
                                metadata: dict[str, Any]) -> dict[str, str]:
-    """Fine-tune `score_seeds` models from `make_model()` for `score_epochs` epochs (AdamW, constant LR), then
-    score every training row; writes `<scores_dir>/<score>.pt` files with the scoring run's cost."""
+    """Fine-tune `score_seeds` models from `make_model()` for `score_epochs` epochs (AdamW, LR decaying linearly
+    to 0), then score every training row; writes `<scores_dir>/<score>.pt` files with the scoring run's cost."""
     start = time.time()
     n = len(train_dataset)
     labels = torch.as_tensor(train_dataset["label"])
@@ -50,6 +51,8 @@ def compute_text_static_scores(scores_dir: str, wanted: list[str], score_epochs:
         torch.manual_seed(int(gen.initial_seed()) % 2**31)
         model = make_model().to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+        total = score_epochs * math.ceil(n / batch_size)  # linear decay to 0 over the scoring steps (GLUE's)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
         forgetting = ForgettingCounter(n)
         for _ in range(score_epochs):
             model.train()
@@ -61,6 +64,7 @@ def compute_text_static_scores(scores_dir: str, wanted: list[str], score_epochs:
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 optimizer.step()
+                scheduler.step()
                 forgetting.update(idx, out.logits.detach().argmax(-1).cpu() == labels[idx])
             forwarded += n
         probabilities, features = _score_pass(model, train_dataset, collator, device)

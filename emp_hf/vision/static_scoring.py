@@ -9,6 +9,7 @@ report.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from .augment import normalise, random_crop_flip
 from .data import AUGMENTATION, apply_variants, load_image_data
 from .loop import VisionArguments
 from .models import build_model
-from .optim import build_optimizer
+from .optim import StepPlan, build_optimizer, build_schedule
 
 _SCORING_STREAM = 0x5C0E
 
@@ -65,6 +66,10 @@ def compute_static_scores(sargs: StaticScoreArguments, vargs: VisionArguments, d
         model = build_model(vargs.model, data.num_classes, data.in_channels, vargs.width).to(device)
         optimizer = build_optimizer(vargs.optimizer, model.parameters(), vargs.lr, vargs.momentum,
                                     vargs.weight_decay)
+        # The training recipe of the pruned run (optimizer and schedule), on the scoring run's short horizon:
+        # a constant high LR leaves a model whose eval-mode predictions are near chance after a few epochs.
+        plan = StepPlan([math.ceil(n / vargs.batch_size)] * sargs.score_epochs)
+        scheduler = build_schedule(vargs.schedule, optimizer, plan, sargs.score_epochs)
         forgetting = ForgettingCounter(n)
         augment_gen = torch.Generator(device).manual_seed(int(gen.initial_seed()) % 2**31)
         for _ in range(sargs.score_epochs):
@@ -80,6 +85,7 @@ def compute_static_scores(sargs: StaticScoreArguments, vargs: VisionArguments, d
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                scheduler.step()
                 forgetting.update(idx, logits.detach().argmax(-1) == data.train_labels[idx])
             forwarded += n
         probabilities, features = _score_pass(model, data.train_images, mean, std)
