@@ -31,6 +31,8 @@ def render(base: Path) -> str:
     groups: dict[tuple[float, float, str], list[tuple[dict, dict]]] = {}
     for metrics_file in sorted(base.glob("*/metrics.json")):
         m = json.loads(metrics_file.read_text())
+        if m["final"] is None or not (metrics_file.parent / "pruning_report.json").is_file():
+            continue  # a run still going (metrics.json is written after every epoch)
         r = json.loads((metrics_file.parent / "pruning_report.json").read_text())
         method = m["pruning"]["method"]
         if m["arguments"].get("budget_examples") is not None:
