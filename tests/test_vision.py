@@ -202,5 +202,7 @@ def test_budget_matched_full_data_baseline(tmp_path):
     assert report["forwarded_examples"] == 700 + (-(700 - (report["epochs_run"] - 1) * n)) % 16
     assert [h["examples"] for h in run.history][:-1] == [n] * (report["epochs_run"] - 1)
     assert report["optimizer_steps"] == 7 * 6 + 2  # 96 images in 6 batches of 16; 28 left -> 2 batches
+    # saved against the --epochs (4) full-data run it stands in for
+    assert report["full_data_examples"] == 4 * n and report["saved_fraction"] == 1 - 704 / (4 * n)
     with pytest.raises(ValueError, match="use it with --method full, not 'emp'"):
         train(args(tmp_path / "b", budget_examples=700), PruningConfig(method="emp"), data=synthetic())

@@ -271,7 +271,11 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
 
     wall = history[-1]["elapsed_s"] if history else 0.0
     train_time = sum(h["train_time_s"] for h in history)
-    report = pruner.summary(train_wall_time_s=train_time, wall_time_with_eval_s=wall, world_size=world,
+    # A budget-matched run is compared with the run of --epochs full epochs it stands in for.
+    nominal = {} if budget is None else {"full_data_examples": n * vargs.epochs,
+                                         "saved_fraction": 1 - pruner.report.forwarded_total / (n * vargs.epochs),
+                                         "budget_examples": budget}
+    report = pruner.summary(**nominal, train_wall_time_s=train_time, wall_time_with_eval_s=wall, world_size=world,
                             dataset=data.name, model=vargs.model, mixed_precision=accelerator.mixed_precision,
                             optimizer_steps=plan.total, label_noise=vargs.label_noise,
                             noisy_labels_changed=int(noisy.sum()))
