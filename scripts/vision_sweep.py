@@ -59,7 +59,7 @@ def render(base: Path) -> str:
              "Accuracy: mean ± std over seeds.", ""]
     for inv in meta["invocations"]:
         lines += [f"- Machine: {inv['machine']}; started {inv['started']}", f"  - Command: `{inv['command']}`"]
-    lines += ["", "Forwarded: examples forwarded in training plus, for static scores, by the scoring run.", "",
+    lines += ["", "Forwarded and train s: in training plus, for static scores, in the scoring run.", "",
               "| label noise | prune | method | seeds | final test acc | best test acc | forwarded / full | "
               "saved | train s | train time / full-data train time | achieved / ideal saving |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -71,10 +71,12 @@ def render(base: Path) -> str:
         fwd = mean(r["forwarded_examples"] + r.get("scoring_forwarded_examples", 0) for _, r in runs)  # compute
         full = runs[0][1]["full_data_examples"] if not method.startswith("budget_") else None
         full = full or mean(r["num_examples"] for _, r in runs) * runs[0][0]["arguments"]["epochs"]
-        wall = mean(m["final"]["train_time_s"] for m, _ in runs)
+        wall = mean(m["final"]["train_time_s"] + r.get("scoring_wall_time_s", 0.0) for m, r in runs)
         ratio = wall / full_wall[noise] if noise in full_wall else None
         saved = 1 - fwd / full
         eff = f"{(1 - ratio) / saved:.3f}" if ratio is not None and saved > 0 else "–"
+        if method.startswith("static"):
+            eff = "–"  # its scoring pass forwards without a backward: time and examples do not scale alike
         best = acc([max(e["test_acc"] for e in m["epochs"]) for m, _ in runs])
         lines.append(f"| {noise:g} | {prune:g} | {method} | {len(runs)} | {acc(finals)} | {best} | "
                      f"{fwd:,.0f} / {full:,.0f} | {saved:.3f} | {wall:.0f} | "
