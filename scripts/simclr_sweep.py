@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -84,7 +82,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--machine", default="unspecified")
     args = parser.parse_args(own)
-    from vision_sweep import record_invocation, write_results
+    from vision_sweep import record_invocation, run_job, write_results
 
     base = record_invocation(Path(args.runs_dir) / args.name, "simclr_sweep.py", argv, args.machine, kind="simclr")
 
@@ -103,15 +101,7 @@ def main() -> None:
         cmd = [sys.executable, str(ROOT / "scripts" / "simclr.py"), "--method", method, "--prune", str(prune),
                "--ssl_score", score, "--seed", str(seed), "--output_dir", str(folder), "--progress", "false",
                *passthrough]
-        print(f"[{n}/{len(jobs)}] run {folder.name}", flush=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / "run.log").open("w") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        summary = [x for x in (folder / "run.log").read_text().splitlines() if x.startswith("[emp-hf]")]
-        print("    " + (summary[-1] if proc.returncode == 0 and summary else f"failed (exit {proc.returncode})"),
-              flush=True)
-        for ckpt in folder.glob("checkpoint-*"):
-            shutil.rmtree(ckpt)
+        run_job(cmd, folder, f"[{n}/{len(jobs)}]")
     write_results(Path(args.runs_dir))
 
 

@@ -169,16 +169,21 @@ def main() -> None:
                "--label_noise", str(noise), "--output_dir", str(folder), "--progress", "false", *passthrough, *extra]
         if seed is not None:
             cmd += ["--seed", str(seed)]
-        print(f"[{n}/{len(jobs)}] run {folder.name}", flush=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / "run.log").open("w") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        summary = [x for x in (folder / "run.log").read_text().splitlines() if x.startswith("[emp-hf]")]
-        print("    " + (summary[-1] if proc.returncode == 0 and summary else f"failed (exit {proc.returncode})"),
-              flush=True)
-        for ckpt in folder.glob("checkpoint-*"):
-            shutil.rmtree(ckpt)
+        run_job(cmd, folder, f"[{n}/{len(jobs)}]")
     write_results(Path(args.runs_dir))
+
+
+def run_job(cmd: list[str], folder: Path, tag: str) -> None:
+    """Run one grid point into `folder` (its output in run.log), print its summary line, drop checkpoints."""
+    print(f"{tag} run {folder.name}", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "run.log").open("w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    summary = [x for x in (folder / "run.log").read_text().splitlines() if x.startswith("[emp-hf]")]
+    print("    " + (summary[-1] if proc.returncode == 0 and summary else f"failed (exit {proc.returncode})"),
+          flush=True)
+    for ckpt in folder.glob("checkpoint-*"):
+        shutil.rmtree(ckpt)
 
 
 def write_results(runs_dir: Path) -> None:

@@ -3,6 +3,7 @@
 import gzip
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,24 @@ def test_budget_matched_full_data_baseline(tmp_path):
     assert report["full_data_examples"] == 4 * n and report["saved_fraction"] == 1 - 704 / (4 * n)
     with pytest.raises(ValueError, match="use it with --method full, not 'emp'"):
         train(args(tmp_path / "b", budget_examples=700), PruningConfig(method="emp"), data=synthetic())
+
+
+@pytest.mark.slow
+def test_vision_sweep_seeds_budget_match_and_table(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(ROOT / "scripts" / "vision_sweep.py"), "--name", "t", "--runs_dir", str(tmp_path),
+           "--methods", "emp", "--prunes", "0.5", "--seeds", "0", "1", "--budget_match", "emp", "--",
+           "--dataset", "digits", "--model", "resnet10", "--width", "4", "--epochs", "4", "--batch_size", "64",
+           "--optimizer", "adam", "--lr", "0.001", "--max_train_samples", "200", "--cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.count("] run ") == 4, proc.stdout + proc.stderr
+    emp = json.loads((tmp_path / "t" / "emp-0.5-seed1" / "pruning_report.json").read_text())
+    budget = json.loads((tmp_path / "t" / "budget_emp-0.5-seed1" / "pruning_report.json").read_text())
+    assert budget["budget_examples"] == emp["forwarded_examples"] == 600  # 200 + 100 + 100 + 200
+    accs = [100 * json.loads((tmp_path / "t" / f"emp-0.5-seed{s}" / "metrics.json").read_text())["final"]["test_acc"]
+            for s in (0, 1)]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert f"| 0 | 0.5 | emp | 2 | {sum(accs) / 2:.2f} ± " in text and "| 0 | 0.5 | budget_emp | 2 |" in text
+    assert (tmp_path / "t" / "accuracy_vs_forwarded.png").is_file()
