@@ -149,6 +149,9 @@ def test_resume_equals_uninterrupted(tmp_path):
     for name in ("loss", "entropy", "times_selected"):
         assert torch.equal(getattr(whole.pruner.store, name), getattr(resumed.pruner.store, name))
     assert [h["nt_xent"] for h in whole.history] == [h["nt_xent"] for h in resumed.history]
+    with pytest.raises(ValueError, match="ssl_score: checkpoint 'loss_f', now 'loss_g'"):
+        pretrain_and_evaluate(args_for(tmp_path / "b", epochs=4, ssl_score="loss_g", resume_from_checkpoint="latest"),
+                              pargs)
     with pytest.raises(ValueError, match="prune: checkpoint 0.5, now 0.7"):
         pretrain_and_evaluate(args_for(tmp_path / "b", epochs=4, resume_from_checkpoint="latest"),
                               PruningConfig(method="emp", prune=0.7))

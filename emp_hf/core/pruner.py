@@ -30,7 +30,7 @@ from .report import PruningReport
 from .schedule import PruningSchedule, kept_count
 from .scores import ScoreStore
 from .state_file import DamagedStateError, load_state_file
-from .static import load_static_file
+from .static import check_static_file
 
 logger = logging.getLogger("emp_hf")
 
@@ -51,7 +51,7 @@ def load_scores_file(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
     if path.suffix == ".pt":
         data = load_state_file(path)
         if isinstance(data, dict):
-            meta = load_static_file(path)
+            meta = dict(check_static_file(data, path))
             return torch.as_tensor(meta.pop("scores"), dtype=torch.float32).reshape(-1), meta
     elif path.suffix == ".npy":
         import numpy as np
@@ -88,9 +88,8 @@ class DataPruner:
         self.static_facts: dict[str, Any] = {}
         if self.config.method == "static" and static_scores is None and self.config.static_scores_file is not None:
             static_scores, self.static_facts = load_scores_file(self.config.static_scores_file)
-        if static_scores is not None and self.static_facts.get("keep", "high") == "low":
-            static_scores = -torch.as_tensor(static_scores, dtype=torch.float32)  # the policy keeps the top
-        if static_scores is not None and self.config.static_flip:
+        # The policy keeps the top: negate a "keep low" score, and negate again when the user flips it.
+        if static_scores is not None and (self.static_facts.get("keep", "high") == "low") != self.config.static_flip:
             static_scores = -torch.as_tensor(static_scores, dtype=torch.float32)
         if static_scores is not None and torch.as_tensor(static_scores).numel() != num_examples:
             raise ValueError(

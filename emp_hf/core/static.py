@@ -152,7 +152,11 @@ def save_static_scores(path: str | Path, scores: Tensor, score: str, metadata: d
 def load_static_file(path: str | Path) -> dict[str, Any]:
     """A scoring run's file: {"scores", "score", "keep", "scoring_forwarded_examples", "scoring_wall_time_s",
     ...}, loaded without executing anything."""
-    data = load_state_file(Path(path))
+    return check_static_file(load_state_file(Path(path)), path)
+
+
+def check_static_file(data: Any, path: str | Path) -> dict[str, Any]:
+    """`data`, loaded from `path`, if it is a scoring run's file; a ValueError naming the file otherwise."""
     if not isinstance(data, dict) or "scores" not in data or data.get("keep") not in ("high", "low"):
         raise ValueError(f"`static_scores_file` {str(path)!r} is a .pt file but not one written by "
                          "scripts/static_scores.py (it needs 'scores' and 'keep').")
