@@ -328,7 +328,7 @@ class PruningMixin:
         logger.info(
             "Data pruning: method %s, prune %s; examples per epoch %s; %d of %d examples (%.1f%% saved%s); "
             "optimizer steps %d",
-            self.pruning_args.method, self.pruning_args.prune, plan, planned_examples, full,
+            self.pruning_args.method, self.pruning_args.effective_prune, plan, planned_examples, full,
             100 * saved, "" if self.pruner.exact_plan else ", estimated", max_steps,
         )
         self._warn_if_little_is_pruned(plan, num_examples, saved)
@@ -692,7 +692,7 @@ def model_card_section(config: PruningConfig, report_path: str, final_metrics: d
         "## Data pruning",
         "",
         f"Trained with emp-hf {__version__} dynamic data pruning: method `{config.method}`, prune ratio "
-        f"{config.prune}. Each epoch trained on a subset chosen from per-example scores recorded during training.",
+        f"{config.effective_prune}. Each epoch trained on a subset chosen from per-example scores recorded during training.",
         "",
         "| setting | value |",
         "|---|---|",

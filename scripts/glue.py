@@ -297,7 +297,7 @@ def main() -> None:
         key = f"eval_{main_metric(task)}"
         print(
             f"[emp-hf] task={task.name} method={pruning_args.method} "
-            + (f"prune={pruning_args.prune} " if budget is None else f"budget_examples={budget:,} ")
+            + (f"prune={pruning_args.effective_prune} " if budget is None else f"budget_examples={budget:,} ")
             + f"{key}={eval_metrics.get(key, float('nan')):.4f} forwarded={report['forwarded_examples']:,}/"
             f"{report['full_data_examples']:,} saved={report['saved_fraction']:.3f} wall={wall:.1f}s "
             f"world_size={training_args.world_size}" + scoring_cost_note(report)

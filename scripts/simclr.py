@@ -26,7 +26,7 @@ def main() -> None:
         pre, ev = results["pretrain"], results["evaluation"]
         acc = f"{ev['test_acc']:.4f}" if "test_acc" in ev else "n/a"
         print(f"[emp-hf] simclr dataset={args.dataset} model={args.model} method={pargs.method} "
-              f"prune={pargs.prune} ssl_score={args.ssl_score} eval={ev['mode']} test_acc={acc} "
+              f"prune={pargs.effective_prune} ssl_score={args.ssl_score} eval={ev['mode']} test_acc={acc} "
               f"forwarded={pre['forwarded_examples']:,} saved={pre['saved_fraction']:.3f} "
               f"pretrain={pre['train_time_s']:.1f}s world_size={max(world_size(), 1)}")
     shutdown()

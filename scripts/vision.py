@@ -29,7 +29,7 @@ def main() -> None:
 
 
 def print_summary(vargs, pargs, final) -> None:
-    print(f"[emp-hf] dataset={vargs.dataset} model={vargs.model} method={pargs.method} prune={pargs.prune} "
+    print(f"[emp-hf] dataset={vargs.dataset} model={vargs.model} method={pargs.method} prune={pargs.effective_prune} "
           f"test_acc={final['test_acc']:.4f} forwarded={final['forwarded_examples']:,} "
           f"saved={final['saved_fraction']:.3f} wall={final['wall_time_s']:.1f}s world_size={max(world_size(), 1)}"
           + scoring_cost_note(final))

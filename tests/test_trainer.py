@@ -12,7 +12,7 @@ from tiny import tiny_args, tiny_bert, tiny_dataset
 from transformers import Trainer, TrainerCallback, default_data_collator
 
 from emp_hf import PruningArguments, PruningTrainer
-from emp_hf.trainer import INDEX_KEY, REPORT_FILE, STATE_FILE
+from emp_hf.trainer import INDEX_KEY, REPORT_FILE, STATE_FILE, model_card_section
 
 
 class StepRecorder(TrainerCallback):
@@ -404,3 +404,11 @@ def test_the_report_label_column_is_read_in_one_go(monkeypatch):
     monkeypatch.setattr(datasets.Dataset, "__getitem__", lambda self, key: calls.append(key) or real(self, key))
     labels = label_column(data, ["labels"])
     assert labels.tolist() == expected and len(calls) <= 2  # not one call per row
+
+
+def test_full_data_reports_prune_zero_whatever_prune_says(tmp_path):
+    config = PruningArguments(method="full", prune=0.7)
+    assert config.effective_prune == 0.0 and config.to_dict()["prune"] == 0.0
+    card = model_card_section(config, str(tmp_path / "missing.json"))
+    assert "prune ratio 0.0." in card and "| prune | 0.0 |" in card and "0.7" not in card
+    assert PruningArguments(method="emp", prune=0.7).to_dict()["prune"] == 0.7

@@ -83,7 +83,14 @@ class PruningConfig:
 
         return POLICIES[self.method].default_anneal if self.anneal is None else self.anneal
 
+    @property
+    def effective_prune(self) -> float:
+        """The prune ratio in force: `full` trains on everything whatever `prune` says (its default is 0.5), so
+        reports, logs, model cards and the resume check say 0 for it rather than a ratio never applied."""
+        return 0.0 if self.method == "full" else self.prune
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["anneal"] = self.effective_anneal
+        out["prune"] = self.effective_prune
         return out
