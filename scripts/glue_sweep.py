@@ -5,7 +5,8 @@
         --methods full random infobatch emp --prunes 0.7 --seeds 1 2 3 \
         -- --data_dir data/glue --model_name_or_path /path/to/model --num_train_epochs 4
 
-Everything after `--` goes to scripts/glue.py unchanged. A run whose folder
+Everything after `--` goes to scripts/glue.py unchanged; at the end the tables and plots of every sweep
+under `--runs_dir` are rendered (scripts/glue_table.py). A run whose folder
 already holds `eval_results.json` and `pruning_report.json` is skipped, so an
 interrupted sweep continues where it stopped. Model weights and checkpoints
 are deleted after each run (`--keep_models` keeps them); the JSON results stay.
@@ -123,6 +124,8 @@ def main() -> None:
             for item in folder.iterdir():
                 if item.name not in KEEP:
                     shutil.rmtree(item) if item.is_dir() else item.unlink()
+    # The tables and plots follow from the runs' JSON; rendering them here makes the grid one command.
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "glue_table.py"), "--runs_dir", args.runs_dir], check=True)
 
 
 if __name__ == "__main__":
