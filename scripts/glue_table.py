@@ -78,6 +78,27 @@ def plot_task(sweep: Path, task: str, groups) -> str | None:
     return name if ok else None
 
 
+def paired_with_budget(groups, tasks: list[str]) -> list[str]:
+    """Method minus its budget-matched baseline, seed by seed: both runs forwarded the same examples and share
+    the seed, so the paired difference is the direct answer to "does pruning beat training less?"."""
+    lines = []
+    for (label, prune), per_task in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        if not label.startswith("budget_"):
+            continue
+        matched = groups.get((label.removeprefix("budget_"), prune), {})
+        cells = []
+        for t in tasks:
+            budget = {r["seed"]: r["metric"] for r in per_task.get(t, [])}
+            diffs = [r["metric"] - budget[r["seed"]] for r in matched.get(t, []) if r["seed"] in budget]
+            cells.append(fmt(diffs).replace("(n=", "(pairs=") if diffs else "–")
+        lines.append(f"| {label.removeprefix('budget_')} − {label} | {prune:g} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return ["", "Paired by seed, x100 (each pruned run minus the full-data run cut to the examples it forwarded):",
+            "", "| difference | prune | " + " | ".join(t.upper() for t in tasks) + " |",
+            "|---|---|" + "---|" * len(tasks), *lines]
+
+
 def render_sweep(sweep: Path) -> str:
     runs = collect(sweep)
     meta = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").is_file() else {}
@@ -90,6 +111,8 @@ def render_sweep(sweep: Path) -> str:
     out = [f"## {sweep.name}", ""]
     for inv in meta.get("invocations", []):
         out += [f"- Machine: {inv['machine']}; started {inv['started']}", f"  - Command: `{inv['command']}`"]
+    if not runs:
+        return "\n".join(out + ["", "No complete runs yet.", ""])
     out += ["", "Main metric x100, mean ± std over seeds: " + ", ".join(
         f"{t.upper()} {main_metric(TASKS[t])}" for t in tasks) + ".", ""]
     out += ["| method | prune | " + " | ".join(t.upper() for t in tasks) + " |",
@@ -114,6 +137,7 @@ def render_sweep(sweep: Path) -> str:
             cells.append(f"{fwd:,.0f} / {rows[0]['full_data']:,} ({wall:.0f} s)"
                          + (f", of which scoring {scoring:,.0f}" if scoring else ""))
         out.append(f"| {method} | {prune:g} | " + " | ".join(cells) + " |")
+    out += paired_with_budget(groups, tasks)
     plots = [(t, plot_task(sweep, t, groups)) for t in tasks]
     out += [""] + [f"![{t.upper()}: metric against examples forwarded]({sweep.name}/{png})" for t, png in plots if png]
     if runs:

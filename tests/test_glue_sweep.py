@@ -50,3 +50,8 @@ def test_sweep_is_resumable_and_table_comes_from_the_runs(tmp_path):
     assert "| full | 0 |" in text and "(n=2)" in text and "python scripts/glue_sweep.py" in text
     assert "| budget_emp | 0.5 |" in text and "![MRPC: metric against examples forwarded](tiny/mrpc.png)" in text
     assert (runs / "tiny" / "mrpc.png").is_file() and text == rendered_by_sweep
+    budget_dir = runs / "tiny" / "mrpc" / "budget_emp-0.5"
+    diffs = [100 * (json.loads((folder.parent / s / "eval_results.json").read_text())["eval_combined_score"]
+                    - json.loads((budget_dir / s / "eval_results.json").read_text())["eval_combined_score"])
+             for s in ("seed1", "seed2")]
+    assert f"| emp − budget_emp | 0.5 | {(diffs[0] + diffs[1]) / 2:.2f} ± " in text and "(pairs=2)" in text
