@@ -85,6 +85,21 @@ def render(base: Path) -> str:
             values = [100 * v for v in finals]
             points.setdefault(method, []).append((fwd, mean(values), statistics.stdev(values) if len(values) > 1
                                                   else 0.0))
+    paired = []
+    for noise, prune, method in keys:  # method minus its budget-matched baseline, seed by seed
+        if not method.startswith("budget_"):
+            continue
+        budget = {m["arguments"]["seed"]: m["final"]["test_acc"] for m, _ in groups[(noise, prune, method)]}
+        matched = groups.get((noise, prune, method.removeprefix("budget_")), [])
+        diffs = [m["final"]["test_acc"] - budget[m["arguments"]["seed"]] for m, _ in matched
+                 if m["arguments"]["seed"] in budget]
+        if diffs:
+            paired.append(f"| {noise:g} | {prune:g} | {method.removeprefix('budget_')} − {method} | "
+                          f"{len(diffs)} | {acc(diffs)} |")
+    if paired:
+        lines += ["", "Paired by seed, final test accuracy x100 (each pruned run minus the full-data run cut to "
+                  "the examples it forwarded):", "", "| label noise | prune | difference | pairs | mean ± std |",
+                  "|---|---|---|---|---|", *paired]
     sys.path.insert(0, str(ROOT / "scripts"))
     from sweep_plot import plot_metric_vs_forwarded
 

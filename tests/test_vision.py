@@ -228,3 +228,7 @@ def test_vision_sweep_seeds_budget_match_and_table(tmp_path):
     text = (tmp_path / "RESULTS.md").read_text()
     assert f"| 0 | 0.5 | emp | 2 | {sum(accs) / 2:.2f} ± " in text and "| 0 | 0.5 | budget_emp | 2 |" in text
     assert (tmp_path / "t" / "accuracy_vs_forwarded.png").is_file()
+    budget_accs = [100 * json.loads((tmp_path / "t" / f"budget_emp-0.5-seed{s}" / "metrics.json").read_text())
+                   ["final"]["test_acc"] for s in (0, 1)]
+    paired = (accs[0] - budget_accs[0] + accs[1] - budget_accs[1]) / 2
+    assert f"| 0 | 0.5 | emp − budget_emp | 2 | {paired:.2f} ± " in text
