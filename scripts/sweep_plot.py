@@ -1,7 +1,8 @@
 """The plot every results table links: a task's metric against the examples its runs forwarded.
 
 One point per method and prune ratio (mean over seeds, error bars one std), the full-data run as a dashed
-line, the budget-matched full-data runs joined by a line (the cost/accuracy curve of simply training less).
+line, the budget-matched full-data runs joined by a line (the cost/accuracy curve of simply training less),
+each method's ratios joined by a thin line; the legend sits outside the axes so that it hides no point.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ def plot_metric_vs_forwarded(path: Path, title: str, ylabel: str,
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
     markers = "osD^v<>phX*"
+    colours = plt.get_cmap("tab20").colors
     for i, method in enumerate(points):
         x, y, e = zip(*sorted(points[method]))
         if method == "full":
@@ -29,10 +31,13 @@ def plot_metric_vs_forwarded(path: Path, title: str, ylabel: str,
         elif method.startswith("budget_"):
             ax.errorbar(x, y, yerr=e, fmt="s-", color="grey", capsize=3,
                         label=f"budget-matched full data (to {method[len('budget_'):]})")
-        else:
-            ax.errorbar(x, y, yerr=e, fmt=markers[i % len(markers)], capsize=3, label=method)
+        else:  # a method's ratios joined thinly: its own cost/accuracy curve; ablations hollow
+            ablation = "[" in method
+            ax.errorbar(x, y, yerr=e, fmt=markers[i % len(markers)] + "-", linewidth=0.6, capsize=3,
+                        color=colours[i % len(colours)], label=method,
+                        markerfacecolor="none" if ablation else colours[i % len(colours)])
     ax.set(xlabel="examples forwarded in training (mean over seeds)", ylabel=ylabel, title=title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
