@@ -97,8 +97,8 @@ def render(base: Path) -> str:
             paired.append(f"| {noise:g} | {prune:g} | {method.removeprefix('budget_')} − {method} | "
                           f"{len(diffs)} | {acc(diffs)} |")
     if paired:
-        lines += ["", "Paired by seed, final test accuracy x100 (each pruned run minus the full-data run cut to "
-                  "the examples it forwarded):", "", "| label noise | prune | difference | pairs | mean ± std |",
+        lines += ["", ("Paired by seed, final test accuracy x100 (each pruned run minus the full-data run cut to "
+                       "the examples it forwarded):"), "", "| label noise | prune | difference | pairs | mean ± std |",
                   "|---|---|---|---|---|", *paired]
     sys.path.insert(0, str(ROOT / "scripts"))
     from sweep_plot import plot_metric_vs_forwarded
