@@ -6,6 +6,8 @@
 
 Everything after `--` goes to scripts/vision.py. `--noise_prunes` adds runs with
 `--label_noise` (default 0.2) at those ratios (and a full-data noisy run).
+`--variants 'beta0:--beta 0' 'noanneal:--anneal 0'` runs every (non-budget)
+job once per variant with those extra vision.py flags (folders `emp+beta0-...`).
 A run folder with metrics.json is complete and skipped; checkpoints are
 deleted after each run. The table is built from the runs' JSON files only.
 """
@@ -35,6 +37,7 @@ def render(base: Path) -> str:
             continue  # a run still going (metrics.json is written after every epoch)
         r = json.loads((metrics_file.parent / "pruning_report.json").read_text())
         method = m["pruning"]["method"]
+        variant = metrics_file.parent.name.split("-")[0].partition("+")[2]  # `--variants` label, if any
         if m["arguments"].get("budget_examples") is not None:
             method = "budget_" + metrics_file.parent.name.split("-")[0].removeprefix("budget_")
             prune = float(metrics_file.parent.name.split("-")[1])
@@ -42,9 +45,12 @@ def render(base: Path) -> str:
             prune = m["pruning"]["prune"] if method != "full" else 0.0
             if method == "static" and r.get("static_scores"):
                 method = f"static [{r['static_scores']['score']}]"
+            if variant:
+                method = f"{method} [{variant}]"
         groups.setdefault((m["arguments"]["label_noise"], prune, method), []).append((m, r))
     order = {"full": 0, "random": 2, "infobatch": 3, "eps_greedy": 4, "ucb": 5, "emp": 6}
-    keys = sorted(groups, key=lambda k: (k[0], k[1], 1 if k[2].startswith("budget_") else order.get(k[2], 9)))
+    keys = sorted(groups, key=lambda k: (k[0], k[1], 1 if k[2].startswith("budget_") else order.get(k[2], 9),
+                                         k[2]))
 
     def mean(values):
         return statistics.mean(values)
@@ -142,31 +148,39 @@ def main() -> None:
                         help="Seeds (folders get -seed<S>); default: one run with scripts/vision.py's seed.")
     parser.add_argument("--budget_match", default=None, metavar="METHOD",
                         help="Also run the budget-matched full-data baseline of each METHOD run (after it).")
+    parser.add_argument("--variants", nargs="+", default=[], metavar="LABEL:FLAGS",
+                        help="Ablations: run every job once per variant with extra vision.py flags, e.g. "
+                             "'beta0:--beta 0' 'noanneal:--anneal 0'; the label goes into the method's name.")
     args = parser.parse_args(own)
     if args.render_only:
         write_results(Path(args.runs_dir))
         return
     if args.name is None:
         parser.error("--name is required (unless --render_only)")
+    bad = [v.partition(":")[0] for v in args.variants if not v.partition(":")[0].isidentifier()]
+    if bad:
+        parser.error(f"--variants labels must be letters, digits and '_' (they name folders); got {bad}")
     base = record_invocation(Path(args.runs_dir) / args.name, "vision_sweep.py", argv, args.machine)
 
     seeds = args.seeds or [None]
+    variants = [(v.partition(":")[0], v.partition(":")[2]) for v in args.variants] or [("", "")]
     jobs = []
     for noise, prunes in ((0.0, args.prunes), (args.label_noise, args.noise_prunes)):
         if noise > 0 and not prunes:
             continue
-        for method in args.methods:
-            for prune in [0.0] if method == "full" else prunes:
-                jobs += [(noise, method, prune, seed) for seed in seeds]
+        for variant in variants:
+            for method in args.methods:
+                for prune in [0.0] if method == "full" else prunes:
+                    jobs += [(noise, method, prune, seed, variant) for seed in seeds]
         if args.budget_match and noise == 0:
-            jobs += [(noise, "budget", prune, seed) for prune in prunes for seed in seeds]
+            jobs += [(noise, "budget", prune, seed, ("", "")) for prune in prunes for seed in seeds]
 
-    def folder_of(noise, method, prune, seed):
-        return base / (method + ("" if method == "full" else f"-{prune}") + (f"-noise{noise}" if noise else "")
-                       + ("" if seed is None else f"-seed{seed}"))
+    def folder_of(noise, method, prune, seed, variant=""):
+        return base / (method + (f"+{variant}" if variant else "") + ("" if method == "full" else f"-{prune}")
+                       + (f"-noise{noise}" if noise else "") + ("" if seed is None else f"-seed{seed}"))
 
-    for n, (noise, method, prune, seed) in enumerate(jobs, 1):
-        extra = []
+    for n, (noise, method, prune, seed, (variant, flags)) in enumerate(jobs, 1):
+        extra = shlex.split(flags)
         if method == "budget":
             matched = folder_of(noise, args.budget_match, prune, seed)
             if not (matched / "metrics.json").is_file():
@@ -176,7 +190,7 @@ def main() -> None:
             folder = folder_of(noise, f"budget_{args.budget_match}", prune, seed)
             run_method, extra = "full", ["--budget_examples", str(budget)]
         else:
-            folder, run_method = folder_of(noise, method, prune, seed), method
+            folder, run_method = folder_of(noise, method, prune, seed, variant), method
         if (folder / "metrics.json").is_file() and json.loads((folder / "metrics.json").read_text())["final"]:
             print(f"[{n}/{len(jobs)}] skip (complete) {folder.name}", flush=True)
             continue

@@ -232,3 +232,22 @@ def test_vision_sweep_seeds_budget_match_and_table(tmp_path):
                    ["final"]["test_acc"] for s in (0, 1)]
     paired = (accs[0] - budget_accs[0] + accs[1] - budget_accs[1]) / 2
     assert f"| 0 | 0.5 | emp − budget_emp | 2 | {paired:.2f} ± " in text
+
+
+def test_vision_sweep_variants_name_runs_and_rows(tmp_path):
+    """An ablation is the same job with extra flags; its label names the folder and the table's row."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(ROOT / "scripts" / "vision_sweep.py"), "--name", "v", "--runs_dir", str(tmp_path),
+           "--methods", "emp", "--prunes", "0.5", "--variants", "noanneal:--anneal 0", "--",
+           "--dataset", "digits", "--model", "resnet10", "--width", "4", "--epochs", "4", "--batch_size", "64",
+           "--optimizer", "adam", "--lr", "0.001", "--max_train_samples", "200", "--cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.count("] run ") == 1, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "v" / "emp+noanneal-0.5" / "pruning_report.json").read_text())
+    assert report["forwarded_examples"] == 500  # 200 + 100 + 100 + 100: the last epoch is pruned too
+    assert "| 0 | 0.5 | emp [noanneal] | 1 |" in (tmp_path / "RESULTS.md").read_text()
+    bad = subprocess.run([*cmd[:2], "--name", "w", "--runs_dir", str(tmp_path), "--variants", "no anneal:--anneal 0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--variants labels" in bad.stderr and not (tmp_path / "w").exists()
