@@ -5,6 +5,10 @@
 Prints, per (N, method): seconds per update of a batch of `--batch` rows,
 seconds for the store updates covering one full epoch, seconds for one
 selection (set_epoch + shuffled order), and the store's bytes per example.
+`--breakdown` also times, for the kept count that selection produced, the
+steps any selection + shuffled order of that size must take whatever the
+method (the mask's positions, the times-selected count, the shuffle and its
+gather): their sum is the floor that torch's one-thread primitives set.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 import torch
 
 from emp_hf.core import BYTES_PER_EXAMPLE, DataPruner, PruningConfig
+from emp_hf.core.policies import index_dtype, nonzero_indices
 
 
 def current_rss_gib() -> float:
@@ -39,6 +44,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["emp", "infobatch", "ucb"])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--prune", type=float, default=0.7)
+    parser.add_argument("--breakdown", action="store_true", help="Also time the steps every selection must take.")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
     print(f"store bytes/example: {BYTES_PER_EXAMPLE}")
@@ -72,6 +78,32 @@ def main() -> None:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
             print(f"{n:>11,} {method:>10} {per_batch:>15.6f} {epoch_updates:>16.3f} {selection:>12.3f}"
                   f"   RSS before selection {before:.2f} GiB, peak RSS so far {peak:.2f} GiB")
+            if args.breakdown:
+                print_floor(pruner)
+
+
+def print_floor(pruner: DataPruner) -> None:
+    """Time the shared steps of a selection of the size `pruner` just chose, on stand-ins of the same size."""
+    n, kept = pruner.num_examples, len(pruner.selection)
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[pruner.selection.indices.long()] = True
+    counts = torch.zeros(n, dtype=torch.int32)
+    one = torch.ones(1, dtype=torch.int32).expand(kept)
+    indices = nonzero_indices(mask)
+    gen = torch.Generator().manual_seed(0)
+    perm = torch.randperm(kept, generator=gen, dtype=index_dtype(kept))
+    steps = {
+        "positions of the mask (nonzero)": lambda: nonzero_indices(mask),
+        "times-selected count (index_add_)": lambda: counts.index_add_(0, indices, one),
+        "shuffle (randperm of the kept count)": lambda: torch.randperm(kept, generator=gen, dtype=index_dtype(kept)),
+        "gather in shuffled order (index_select)": lambda: indices.index_select(0, perm),
+    }
+    total = 0.0
+    for name, step in steps.items():
+        seconds = timed(step)
+        total += seconds
+        print(f"{'':>23} {name:<42} {seconds:.3f} s")
+    print(f"{'':>23} {f'floor for {kept:,} kept of {n:,}':<42} {total:.3f} s")
 
 
 if __name__ == "__main__":
