@@ -39,6 +39,7 @@ def collect(sweep: Path) -> list[dict]:
         # A static run's scoring pays for its scores before training: it counts on the compute axis.
         runs.append({**meta, "metric": results[metric], "scoring": report.get("scoring_forwarded_examples", 0),
                      "forwarded": report["forwarded_examples"] + report.get("scoring_forwarded_examples", 0),
+                     "trained": report["forwarded_examples"], "budget": report.get("budget_examples"),
                      "full_data": report["full_data_examples"], "saved": report["saved_fraction"],
                      "wall": report.get("train_wall_time_s"), "epochs": report["epochs_run"],
                      "n": report["num_examples"]})
@@ -78,23 +79,23 @@ def plot_task(sweep: Path, task: str, groups) -> str | None:
     return name if ok else None
 
 
-def paired_with_budget(groups, tasks: list[str]) -> list[str]:
-    """Method minus its budget-matched baseline, seed by seed: both runs forwarded the same examples and share
-    the seed, so the paired difference is the direct answer to "does pruning beat training less?"."""
+def paired_with_budget(runs: list[dict], tasks: list[str]) -> list[str]:
+    """Each method minus the budget-matched run of the same seed that trained on as many examples
+    (scripts/sweep_pairs.py): the direct answer to "does pruning beat simply training less?"."""
+    from sweep_pairs import PairableRun, budget_pairs
+
+    pairs = budget_pairs(PairableRun(r["method"], (r["task"], r["prune"]), r["seed"], r["metric"], r["trained"],
+                                     r["budget"]) for r in runs)
+    rows = sorted({(label, budget, prune) for label, budget, (_, prune) in pairs},
+                  key=lambda row: (row[2], row[1], method_rank(row[0]), row[0]))
     lines = []
-    for (label, prune), per_task in sorted(groups.items(), key=lambda kv: kv[0][1]):
-        if not label.startswith("budget_"):
-            continue
-        matched = groups.get((label.removeprefix("budget_"), prune), {})
-        cells = []
-        for t in tasks:
-            budget = {r["seed"]: r["metric"] for r in per_task.get(t, [])}
-            diffs = [r["metric"] - budget[r["seed"]] for r in matched.get(t, []) if r["seed"] in budget]
-            cells.append(fmt(diffs).replace("(n=", "(pairs=") if diffs else "–")
-        lines.append(f"| {label.removeprefix('budget_')} − {label} | {prune:g} | " + " | ".join(cells) + " |")
+    for label, budget, prune in rows:
+        cells = [fmt(pairs.get((label, budget, (t, prune)), [])).replace("(n=", "(pairs=") for t in tasks]
+        lines.append(f"| {label} − {budget} | {prune:g} | " + " | ".join(cells) + " |")
     if not lines:
         return []
-    return ["", "Paired by seed, x100 (each pruned run minus the full-data run cut to the examples it forwarded):",
+    return ["", "Paired by seed, x100: each pruned run minus the full-data run of the same seed cut to the examples "
+            "it forwarded (`budget_X` was cut to X's count; methods that forwarded the same count share it):",
             "", "| difference | prune | " + " | ".join(t.upper() for t in tasks) + " |",
             "|---|---|" + "---|" * len(tasks), *lines]
 
@@ -137,7 +138,7 @@ def render_sweep(sweep: Path) -> str:
             cells.append(f"{fwd:,.0f} / {rows[0]['full_data']:,} ({wall:.0f} s)"
                          + (f", of which scoring {scoring:,.0f}" if scoring else ""))
         out.append(f"| {method} | {prune:g} | " + " | ".join(cells) + " |")
-    out += paired_with_budget(groups, tasks)
+    out += paired_with_budget(runs, tasks)
     plots = [(t, plot_task(sweep, t, groups)) for t in tasks]
     out += [""] + [f"![{t.upper()}: metric against examples forwarded]({sweep.name}/{png})" for t, png in plots if png]
     if runs:

@@ -91,22 +91,20 @@ def render(base: Path) -> str:
             values = [100 * v for v in finals]
             points.setdefault(method, []).append((fwd, mean(values), statistics.stdev(values) if len(values) > 1
                                                   else 0.0))
-    paired = []
-    for noise, prune, method in keys:  # method minus its budget-matched baseline, seed by seed
-        if not method.startswith("budget_"):
-            continue
-        budget = {m["arguments"]["seed"]: m["final"]["test_acc"] for m, _ in groups[(noise, prune, method)]}
-        matched = groups.get((noise, prune, method.removeprefix("budget_")), [])
-        diffs = [m["final"]["test_acc"] - budget[m["arguments"]["seed"]] for m, _ in matched
-                 if m["arguments"]["seed"] in budget]
-        if diffs:
-            paired.append(f"| {noise:g} | {prune:g} | {method.removeprefix('budget_')} − {method} | "
-                          f"{len(diffs)} | {acc(diffs)} |")
-    if paired:
-        lines += ["", ("Paired by seed, final test accuracy x100 (each pruned run minus the full-data run cut to "
-                       "the examples it forwarded):"), "", "| label noise | prune | difference | pairs | mean ± std |",
-                  "|---|---|---|---|---|", *paired]
     sys.path.insert(0, str(ROOT / "scripts"))
+    from sweep_pairs import PairableRun, budget_pairs
+
+    pairs = budget_pairs(PairableRun(method, (noise, prune), m["arguments"]["seed"], m["final"]["test_acc"],
+                                     r["forwarded_examples"], m["arguments"].get("budget_examples"))
+                         for (noise, prune, method) in keys for m, r in groups[(noise, prune, method)])
+    paired = [f"| {noise:g} | {prune:g} | {label} − {budget} | {len(diffs)} | {acc(diffs)} |"
+              for (label, budget, (noise, prune)), diffs in sorted(
+                  pairs.items(), key=lambda kv: (kv[0][2], kv[0][1], order.get(kv[0][0], 9), kv[0][0]))]
+    if paired:
+        lines += ["", ("Paired by seed, final test accuracy x100: each pruned run minus the full-data run of the "
+                       "same seed cut to the examples it forwarded (`budget_X` was cut to X's count; methods that "
+                       "forwarded the same count share it):"), "",
+                  "| label noise | prune | difference | pairs | mean ± std |", "|---|---|---|---|---|", *paired]
     from sweep_plot import plot_metric_vs_forwarded
 
     if points and plot_metric_vs_forwarded(base / "accuracy_vs_forwarded.png", base.name,

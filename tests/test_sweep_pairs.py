@@ -1,0 +1,36 @@
+"""Pruned runs are paired with the budget-matched run of their seed that was cut to their own example count."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from sweep_pairs import PairableRun, budget_pairs  # noqa: E402
+
+
+def test_each_run_meets_the_budget_run_of_its_seed_and_count():
+    cell = ("sst2", 0.7)
+    runs = [
+        PairableRun("emp", cell, 1, 0.83, 5200), PairableRun("emp", cell, 2, 0.81, 5200),
+        PairableRun("budget_emp", cell, 1, 0.80, 5210, budget=5200),
+        PairableRun("budget_emp", cell, 2, 0.82, 5205, budget=5200),
+        # random and ucb forward the same count at this ratio: one budget run serves both
+        PairableRun("random", cell, 1, 0.79, 3800), PairableRun("ucb", cell, 1, 0.78, 3800),
+        PairableRun("budget_random", cell, 1, 0.77, 3808, budget=3800),
+        # infobatch's count depends on the data: each seed has its own budget
+        PairableRun("infobatch", cell, 1, 0.84, 6100), PairableRun("infobatch", cell, 2, 0.85, 6050),
+        PairableRun("budget_infobatch", cell, 1, 0.80, 6100, budget=6100),
+        PairableRun("budget_infobatch", cell, 2, 0.86, 6050, budget=6050),
+        # no budget run for this seed, and one for another cell: neither pairs
+        PairableRun("random", cell, 2, 0.70, 3800),
+        PairableRun("budget_random", ("sst2", 0.5), 2, 0.60, 5000, budget=3800),
+        PairableRun("full", ("sst2", 0.0), 1, 0.83, 8000),
+    ]
+    pairs = budget_pairs(runs)
+    assert set(pairs) == {("emp", "budget_emp", cell), ("random", "budget_random", cell),
+                          ("ucb", "budget_random", cell), ("infobatch", "budget_infobatch", cell)}
+    assert pairs[("emp", "budget_emp", cell)] == pytest.approx([0.03, -0.01])
+    assert pairs[("random", "budget_random", cell)] == pytest.approx([0.02])
+    assert pairs[("ucb", "budget_random", cell)] == pytest.approx([0.01])
+    assert pairs[("infobatch", "budget_infobatch", cell)] == pytest.approx([0.04, -0.01])
