@@ -20,17 +20,22 @@ def plot_metric_vs_forwarded(path: Path, title: str, ylabel: str,
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    # Every budget-matched point is full data cut to some count: one curve, whichever run set its count.
+    budget = sorted(p for method, series in points.items() if method.startswith("budget_") for p in series)
+    points = {m: s for m, s in points.items() if not m.startswith("budget_")}
+    if budget:
+        points = {"budget": budget, **points}
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     markers = "osD^v<>phX*"
-    colours = plt.get_cmap("tab20").colors
+    colours = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]  # grey: the budget
     for i, method in enumerate(points):
         x, y, e = zip(*sorted(points[method]))
         if method == "full":
             ax.axhline(y[0], color="black", linestyle="--", linewidth=1, label=f"full data ({x[0]:,.0f} forwarded)")
             ax.errorbar(x, y, yerr=e, fmt="o", color="black", capsize=3)
-        elif method.startswith("budget_"):
+        elif method == "budget":
             ax.errorbar(x, y, yerr=e, fmt="s-", color="grey", capsize=3,
-                        label=f"budget-matched full data (to {method[len('budget_'):]})")
+                        label="full data cut to N examples (budget-matched)")
         else:  # a method's ratios joined thinly: its own cost/accuracy curve; ablations hollow
             ablation = "[" in method
             ax.errorbar(x, y, yerr=e, fmt=markers[i % len(markers)] + "-", linewidth=0.6, capsize=3,
