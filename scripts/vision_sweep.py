@@ -155,13 +155,14 @@ def main() -> None:
         return
     if args.name is None:
         parser.error("--name is required (unless --render_only)")
-    bad = [v.partition(":")[0] for v in args.variants if not v.partition(":")[0].isidentifier()]
+    variants = [(v.partition(":")[0], v.partition(":")[2]) for v in args.variants]
+    bad = [label for label, _ in variants if not label.isidentifier()]
     if bad:
         parser.error(f"--variants labels must be letters, digits and '_' (they name folders); got {bad}")
     base = record_invocation(Path(args.runs_dir) / args.name, "vision_sweep.py", argv, args.machine)
 
     seeds = args.seeds or [None]
-    variants = [(v.partition(":")[0], v.partition(":")[2]) for v in args.variants] or [("", "")]
+    variants = variants or [("", "")]
     jobs = []
     for noise, prunes in ((0.0, args.prunes), (args.label_noise, args.noise_prunes)):
         if noise > 0 and not prunes:
