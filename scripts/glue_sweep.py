@@ -71,6 +71,10 @@ def main() -> None:
     unknown = [m for m in args.methods if m not in POLICIES]
     if unknown:
         parser.error(f"unknown --methods {unknown}; known: {', '.join(sorted(POLICIES))}")
+    variants = [(v.partition(":")[0], v.partition(":")[2]) for v in args.variants]
+    bad = [label for label, _ in variants if not label.isidentifier()]
+    if bad:  # a '/' would nest the run folder where glue_table.py does not look: the run would vanish from the table
+        parser.error(f"--variants labels must be letters, digits and '_' (they name folders); got {bad}")
 
     base = Path(args.runs_dir) / args.name
     base.mkdir(parents=True, exist_ok=True)
@@ -83,7 +87,7 @@ def main() -> None:
     })
     meta.write_text(json.dumps(record, indent=2) + "\n")
 
-    variants = [tuple(v.split(":", 1)) if ":" in v else (v, "") for v in args.variants] or [("", "")]
+    variants = variants or [("", "")]
     jobs = [(t, m, p, s, v) for t in args.tasks for v in variants for m in args.methods
             for p in ([0.0] if m == "full" else args.prunes) for s in args.seeds]
     if args.budget_match:

@@ -55,3 +55,12 @@ def test_sweep_is_resumable_and_table_comes_from_the_runs(tmp_path):
                     - json.loads((budget_dir / s / "eval_results.json").read_text())["eval_combined_score"])
              for s in ("seed1", "seed2")]
     assert f"| emp − budget_emp | 0.5 | {(diffs[0] + diffs[1]) / 2:.2f} ± " in text and "(pairs=2)" in text
+
+
+def test_sweep_refuses_a_variant_label_that_cannot_name_a_folder(tmp_path):
+    runs = tmp_path / "runs"
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "glue_sweep.py"), "--name", "x", "--runs_dir",
+                          str(runs), "--tasks", "sst2", "--variants", "beta/0:--beta 0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--variants labels" in bad.stderr and "beta/0" in bad.stderr
+    assert not runs.exists()
