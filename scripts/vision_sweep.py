@@ -185,9 +185,12 @@ def main() -> None:
             if not (matched / "metrics.json").is_file():
                 print(f"[{n}/{len(jobs)}] skip budget-{prune}: {matched.name} is not complete", flush=True)
                 continue
-            budget = json.loads((matched / "pruning_report.json").read_text())["forwarded_examples"]
+            report = json.loads((matched / "pruning_report.json").read_text())
             folder = folder_of(noise, f"budget_{args.budget_match}", prune, seed)
-            run_method, extra = "full", ["--budget_examples", str(budget)]
+            # the matched run's epochs carry its LR schedule over: same LR at every step, only the data differ
+            run_method, extra = "full", ["--budget_examples", str(report["forwarded_examples"]),
+                                         "--budget_schedule_examples",
+                                         *(str(e["forwarded"]) for e in report["per_epoch"])]
         else:
             folder, run_method = folder_of(noise, method, prune, seed, variant), method
         if (folder / "metrics.json").is_file() and json.loads((folder / "metrics.json").read_text())["final"]:

@@ -209,6 +209,40 @@ def test_budget_matched_full_data_baseline(tmp_path):
         train(args(tmp_path / "b", budget_examples=700), PruningConfig(method="emp"), data=synthetic())
 
 
+def test_budget_run_takes_the_matched_runs_lr_at_every_step(tmp_path, monkeypatch):
+    """With the matched run's epochs (--budget_schedule_examples) the budget run's step schedule decays where the
+    pruned run's does, though it trains on fewer, full epochs: only the data differ. Without them the milestones
+    fall on its own epochs (what the first recorded Fashion-MNIST baselines did)."""
+    seen: list[float] = []
+    step = torch.optim.SGD.step
+
+    def recording_step(self, *a, **kw):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    sgd = dict(optimizer="sgd", schedule="step", lr=0.1)
+    pruned = train(args(tmp_path / "emp", **sgd), PruningConfig(method="emp", prune=0.5), data=synthetic())
+    pruned_lrs, seen[:] = list(seen), []
+    counts = [e["examples"] for e in pruned.history]
+    assert counts == [96, 48, 48, 96]  # 6 + 3 + 3 + 6 steps: decays after steps 6, 9 and 12
+    assert pruned_lrs == pytest.approx([0.1] * 6 + [0.02] * 3 + [0.004] * 3 + [0.0008] * 6)
+    train(args(tmp_path / "budget", budget_examples=288, budget_schedule_examples=counts, **sgd),
+          PruningConfig(method="full"), data=synthetic())
+    assert seen == pytest.approx(pruned_lrs)  # 3 full epochs of 6 steps, the pruned run's LR at each
+    report = json.loads((tmp_path / "budget" / "pruning_report.json").read_text())
+    assert report["epochs_run"] == 3 and report["schedule_steps"] == 18 and report["forwarded_examples"] == 288
+    seen[:] = []
+    train(args(tmp_path / "own", budget_examples=288, **sgd), PruningConfig(method="full"), data=synthetic())
+    assert seen != pytest.approx(pruned_lrs)  # milestones round(0.9, 1.8, 2.4) = epochs 1, 2, 2 of 3
+    with pytest.raises(ValueError, match="give --budget_examples too"):
+        VisionArguments(budget_schedule_examples=[96, 48, 48, 96])
+    with pytest.raises(ValueError, match=r"one count >= 1 per epoch \(--epochs 4\) summing to --budget_examples"):
+        VisionArguments(epochs=4, budget_examples=288, budget_schedule_examples=[96, 48, 48])
+    with pytest.raises(ValueError, match="summing to --budget_examples 300"):
+        VisionArguments(epochs=4, budget_examples=300, budget_schedule_examples=[96, 48, 48, 96])
+
+
 @pytest.mark.slow
 def test_vision_sweep_seeds_budget_match_and_table(tmp_path):
     import subprocess
@@ -223,6 +257,8 @@ def test_vision_sweep_seeds_budget_match_and_table(tmp_path):
     emp = json.loads((tmp_path / "t" / "emp-0.5-seed1" / "pruning_report.json").read_text())
     budget = json.loads((tmp_path / "t" / "budget_emp-0.5-seed1" / "pruning_report.json").read_text())
     assert budget["budget_examples"] == emp["forwarded_examples"] == 600  # 200 + 100 + 100 + 200
+    budget_args = json.loads((tmp_path / "t" / "budget_emp-0.5-seed1" / "metrics.json").read_text())["arguments"]
+    assert budget_args["budget_schedule_examples"] == [200, 100, 100, 200]  # the emp run's epochs, for its LR
     accs = [100 * json.loads((tmp_path / "t" / f"emp-0.5-seed{s}" / "metrics.json").read_text())["final"]["test_acc"]
             for s in (0, 1)]
     text = (tmp_path / "RESULTS.md").read_text()

@@ -61,6 +61,14 @@ class VisionArguments:
         metadata={"help": "Budget-matched baseline (with --method full): all the data, no pruning, for only as many "
                           "steps as forwarding this many examples takes (ceil(N / dataset) epochs, the last one cut "
                           "short; the schedule spans exactly those steps). Give it a pruned run's forwarded count."})
+    budget_schedule_examples: list[int] | None = field(
+        default=None,
+        metadata={"help": "With --budget_examples: the examples of each epoch of the pruned run it matches (one "
+                          "count per --epochs; they sum to the budget). The LR schedule is then laid over that run's "
+                          "steps, so both runs have the same LR at every step and differ only in their data. "
+                          "Without it a step schedule's epoch milestones fall on the budget run's own, fewer, "
+                          "epochs, and its LR phases differ from the pruned run's (scripts/vision_sweep.py passes "
+                          "it)."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest'."})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if a GPU is present."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
@@ -98,6 +106,16 @@ class VisionArguments:
             raise ValueError(f"`save_every` must be >= 0, got {self.save_every}.")
         if self.budget_examples is not None and self.budget_examples < 1:
             raise ValueError(f"`budget_examples` must be >= 1 (or unset), got {self.budget_examples}.")
+        if self.budget_schedule_examples is not None:
+            counts = self.budget_schedule_examples
+            if self.budget_examples is None:
+                raise ValueError("`budget_schedule_examples` lays the LR schedule of a budget-matched run over the "
+                                 "pruned run's epochs: give --budget_examples too.")
+            if len(counts) != self.epochs or min(counts) < 1 or sum(counts) != self.budget_examples:
+                raise ValueError(f"`budget_schedule_examples` must hold one count >= 1 per epoch (--epochs "
+                                 f"{self.epochs}) summing to --budget_examples {self.budget_examples}; got {counts} "
+                                 f"(sum {sum(counts)}). Take them from the matched run's pruning_report.json "
+                                 "(per_epoch[i].forwarded).")
 
 
 def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int, budget: int | None = None) -> list[int]:
@@ -106,6 +124,10 @@ def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int, budget: in
     sizes = pruner.current_plan()
     if budget is not None:
         sizes[-1] = budget - sum(sizes[:-1])
+    return _steps_of(sizes, world, batch_size)
+
+
+def _steps_of(sizes: list[int], world: int, batch_size: int) -> list[int]:
     return [math.ceil(math.ceil(size / world) / batch_size) for size in sizes]
 
 
@@ -189,12 +211,20 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     model = model.to(memory_format=layout)
     pruner = DataPruner(n, epochs, pargs, seed=vargs.seed, labels=data.train_labels.cpu())
     pruner.run_facts = {"world_size": world, "batch_size": vargs.batch_size,  # shape the plan: checked on resume
-                        **({"budget_examples": budget} if budget is not None else {})}
+                        **({"budget_examples": budget} if budget is not None else {}),
+                        **({"budget_schedule_examples": list(vargs.budget_schedule_examples)}
+                           if vargs.budget_schedule_examples is not None else {})}
     scores = ScoreBuffer(pruner, capacity=-(-n // world) + vargs.batch_size, scored=True)  # the loss needs them
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
     plan = StepPlan(_steps_per_epoch(pruner, world, vargs.batch_size, budget))
     optimizer = build_optimizer(vargs.optimizer, model.parameters(), vargs.lr, vargs.momentum, vargs.weight_decay)
-    scheduler = build_schedule(vargs.schedule, optimizer, plan, epochs)
+    # A budget run given the matched run's epochs takes that run's LR at every step (same step counts up to
+    # each epoch's batch rounding: past the end the schedule holds its final LR).
+    schedule_plan, schedule_epochs = plan, epochs
+    if vargs.budget_schedule_examples is not None:
+        schedule_plan = StepPlan(_steps_of(vargs.budget_schedule_examples, world, vargs.batch_size))
+        schedule_epochs = vargs.epochs
+    scheduler = build_schedule(vargs.schedule, optimizer, schedule_plan, schedule_epochs)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     history, start_epoch = resume_run(vargs.resume_from_checkpoint, vargs.output_dir, pruner, model, optimizer,
@@ -274,7 +304,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     # A budget-matched run is compared with the run of --epochs full epochs it stands in for.
     nominal = {} if budget is None else {"full_data_examples": n * vargs.epochs,
                                          "saved_fraction": 1 - pruner.report.forwarded_total / (n * vargs.epochs),
-                                         "budget_examples": budget}
+                                         "budget_examples": budget, "schedule_steps": schedule_plan.total}
     report = pruner.summary(**nominal, train_wall_time_s=train_time, wall_time_with_eval_s=wall, world_size=world,
                             dataset=data.name, model=vargs.model, mixed_precision=accelerator.mixed_precision,
                             optimizer_steps=plan.total, label_noise=vargs.label_noise,
