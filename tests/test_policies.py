@@ -219,3 +219,37 @@ def test_random_subset_mask_draws_exactly_count_candidates_uniformly():
     assert torch.allclose(hits[candidates].float() / 2000, torch.full((10,), 0.3), atol=0.05)
     with pytest.raises(ValueError, match="cannot draw 11 of 10"):
         random_subset_mask(candidates, 11, g)
+
+
+def test_draw_unmasked_sets_exactly_count_new_entries_uniformly():
+    from emp_hf.core.policies import draw_unmasked
+
+    g = torch.Generator().manual_seed(5)
+    for n, count in ((50, 3), (50, 20), (1 << 20, 250_000)):  # sparse, dense (fallback), several rounds
+        mask = torch.arange(n) % 2 == 0 if n == 50 else torch.rand(n, generator=g) < 0.5
+        before = mask.clone()
+        after = draw_unmasked(mask, count, torch.Generator().manual_seed(count))
+        assert int(after.sum()) == int(before.sum()) + count and bool(after[before].all())
+    # uniform over the unset entries: each of 20 drawn 3/20 of the time over many seeds
+    base = torch.zeros(30, dtype=torch.bool)
+    base[::3] = True
+    hits = sum(draw_unmasked(base.clone(), 3, torch.Generator().manual_seed(s)).int() - base.int()
+               for s in range(3000))
+    assert torch.allclose(hits[~base].float() / 3000, torch.full((20,), 0.15), atol=0.03)
+    with pytest.raises(ValueError, match="cannot draw 21 of 20 unset entries"):
+        draw_unmasked(base.clone(), 21, g)
+
+
+def test_a_state_from_other_selection_rules_is_refused():
+    """Future selections are recomputed on resume: under other rules they would differ from the interrupted
+    run's, so a checkpoint made under other rules (or before they were versioned) must not resume."""
+    p = pruner_with("eps_greedy", [float(i) for i in range(20)])
+    state = p.state_dict()
+    assert state["plan"]["selection_rules"] == "1.2"
+    fresh = DataPruner(20, 4, PruningConfig(method="eps_greedy", prune=0.5, anneal=0.0), seed=3)
+    fresh.load_state_dict(state)  # same rules: resumes
+    for old in ("1.1", None):
+        stale = {**state, "plan": {**state["plan"], "selection_rules": old}}
+        with pytest.raises(ValueError, match=f"selection_rules: checkpoint {old!r}, now '1.2'.*resume with the "
+                                             "emp-hf that wrote it"):
+            fresh.load_state_dict(stale)

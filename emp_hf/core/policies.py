@@ -204,6 +204,10 @@ class SelectionPolicy:
     exact_plan: ClassVar[bool] = True
     #: True where the policy reads the training scores (a front end may skip entropy otherwise).
     uses_scores: ClassVar[bool] = True
+    #: The version of this policy's selection rules, draws included: raise it whenever the same store, seed and
+    #: epoch would select another subset, so that a checkpoint written under the old rules refuses to resume
+    #: (`DataPruner.plan_settings`) instead of going on with selections the interrupted run would not have made.
+    rules_version: ClassVar[int] = 1
 
     def __init__(self, config) -> None:  # config: PruningConfig
         self.config = config
@@ -347,11 +351,45 @@ class EpsGreedyPolicy(UncertaintyPolicy):
     """(1 - eps) k examples by loss EMA, eps k uniformly from the rest."""
 
     name = "eps_greedy"
+    rules_version = 2  # 1: the explored examples were the top of N uniform keys; 2: `draw_unmasked`
 
     def select(self, ctx: SelectionContext) -> Selection:
         explore = round(self.config.eps * ctx.keep)
         mask = top_k_mask(self.scores_of(ctx), ctx.keep - explore, ctx.generator)
-        return mask_to_selection(mask.logical_or_(random_subset_mask(~mask, explore, ctx.generator)))
+        return mask_to_selection(draw_unmasked(mask, explore, ctx.generator))
+
+
+def draw_unmasked(mask: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """`mask` (modified in place) with `count` more of its False entries set, drawn uniformly without replacement.
+
+    Rejection sampling: uniform positions are drawn in rounds, those already set (or drawn earlier) are
+    dropped, and the first `count` survivors in draw order are taken, which is a uniform subset of the unset
+    entries (the sequential draw without replacement). Where the unset entries are plentiful (eps-greedy: eps k
+    of N - (1 - eps) k) a round draws barely more than `count` positions, instead of N keys and a threshold
+    over them. Dense requests (more than half of the unset entries) fall back to `random_subset_mask`.
+    """
+    n = mask.numel()
+    free = n - int(torch.count_nonzero(mask))
+    if count > free:
+        raise ValueError(f"cannot draw {count} of {free} unset entries")
+    if count == 0:
+        return mask
+    if 2 * count > free:
+        return mask.logical_or_(random_subset_mask(~mask, count, generator))
+    dtype = index_dtype(n)
+    while count > 0:
+        # expected survivors of a round: draws x (free / n), fewer the repeats; 10% and 64 spare
+        size = int(count * n / free * 1.1) + 64
+        draw = torch.randint(n, (size,), generator=generator, dtype=torch.int64)
+        draw = draw[~mask[draw]]
+        unique, inverse = torch.unique(draw, sorted=True, return_inverse=True)
+        first = torch.full((unique.numel(),), draw.numel(), dtype=torch.int64)
+        first.scatter_reduce_(0, inverse, torch.arange(draw.numel()), "amin")  # first draw of each position
+        taken = draw[first.sort().values[:count]].to(dtype)
+        mask[taken] = True
+        count -= taken.numel()
+        free -= taken.numel()
+    return mask
 
 
 @register_policy

@@ -36,6 +36,10 @@ logger = logging.getLogger("emp_hf")
 
 #: An epoch whose per-example scores are more than this fraction NaN/inf has diverged: the run stops.
 NONFINITE_LIMIT = 0.5
+#: The version of the draws every method shares (ties at the threshold, the epoch order): with the policy's own
+#: `rules_version` it goes into `plan_settings`, so a checkpoint written by code that would select or order
+#: differently refuses to resume. Raise it whenever the same state, seed and epoch would give another order.
+SELECTION_RULES = 1
 _SELECT_STREAM = 0x5E1EC7
 _ORDER_STREAM = 0x0DE5
 _ONE = torch.ones(1, dtype=torch.int32)
@@ -337,7 +341,8 @@ class DataPruner:
         """Everything that shapes the selections and the step plan; a resumed run must match all of it."""
         settings = {k: v for k, v in self.config.to_dict().items() if k not in ("static_scores_file", "pruning_seed")}
         return {**settings, "pruning_seed": self.seed, "num_epochs": self.schedule.num_epochs,
-                "num_examples": self.num_examples, "static_scores": self.static_digest, **self.run_facts}
+                "num_examples": self.num_examples, "static_scores": self.static_digest,
+                "selection_rules": f"{SELECTION_RULES}.{self.policy.rules_version}", **self.run_facts}
 
     def load_state_dict(self, state: dict[str, Any], source: str = "pruning state") -> None:
         """Restore a checkpointed state; refused, naming each setting with its old and new value, if it was
@@ -350,10 +355,14 @@ class DataPruner:
         changed = [f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}"
                    for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
         if changed:
+            rules = ("selection_rules" in current and saved.get("selection_rules") != current["selection_rules"])
+            fix = ("Its selections were made by another version of emp-hf's selection rules (a checkpoint without "
+                   "them predates their versioning): resume with the emp-hf that wrote it, or start a new run in a "
+                   "new output folder." if rules else
+                   "Resume with the checkpoint's settings, or start a new run in a new output folder.")
             raise ValueError(
                 f"Cannot resume from {source}: it was made for another pruning plan, and resuming would train a "
-                f"plan that is neither the old one nor the new one. Changed: {'; '.join(changed)}. Resume with the "
-                "checkpoint's settings, or start a new run in a new output folder."
+                f"plan that is neither the old one nor the new one. Changed: {'; '.join(changed)}. {fix}"
             )
         try:
             self._restore(state)
