@@ -1,13 +1,17 @@
 """The plot every results table links: a task's metric against the examples its runs forwarded.
 
 One point per method and prune ratio (mean over seeds, error bars one std), the full-data run as a dashed
-line, the budget-matched full-data runs joined by a line (the cost/accuracy curve of simply training less),
+line, the budget-matched full-data runs joined by a line (the cost/accuracy curve of simply training less; a
+dotted one for those on their own LR schedule rather than the matched run's),
 each method's ratios joined by a thin line; the legend sits outside the axes so that it hides no point.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+#: The end of a budget-matched run's label when it ran its own LR schedule instead of the matched run's.
+OWN_SCHEDULE = "[own LR schedule]"
 
 
 def plot_metric_vs_forwarded(path: Path, title: str, ylabel: str,
@@ -20,11 +24,15 @@ def plot_metric_vs_forwarded(path: Path, title: str, ylabel: str,
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    # Every budget-matched point is full data cut to some count: one curve, whichever run set its count.
-    budget = sorted(p for method, series in points.items() if method.startswith("budget_") for p in series)
-    points = {m: s for m, s in points.items() if not m.startswith("budget_")}
-    if budget:
-        points = {"budget": budget, **points}
+    # Every budget-matched point is full data cut to some count: one curve, whichever run set its count; a
+    # second one for those on their own LR schedule (label ending OWN_SCHEDULE), not the matched run's.
+    curves = {}
+    for name, own in (("budget", False), ("budget own", True)):
+        series = sorted(p for method, s in points.items()
+                        if method.startswith("budget_") and method.endswith(OWN_SCHEDULE) == own for p in s)
+        if series:
+            curves[name] = series
+    points = {**curves, **{m: s for m, s in points.items() if not m.startswith("budget_")}}
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     markers = "osD^v<>phX*"
     colours = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]  # grey: the budget
@@ -36,6 +44,9 @@ def plot_metric_vs_forwarded(path: Path, title: str, ylabel: str,
         elif method == "budget":
             ax.errorbar(x, y, yerr=e, fmt="s-", color="grey", capsize=3,
                         label="full data cut to N examples (budget-matched)")
+        elif method == "budget own":
+            ax.errorbar(x, y, yerr=e, fmt="s:", color="grey", markerfacecolor="none", capsize=3,
+                        label="full data cut to N, its own LR schedule")
         else:  # a method's ratios joined thinly: its own cost/accuracy curve; ablations hollow
             ablation = "[" in method
             ax.errorbar(x, y, yerr=e, fmt=markers[i % len(markers)] + "-", linewidth=0.6, capsize=3,

@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def render(base: Path) -> str:
     """The sweep's table (mean ± std over seeds where a configuration has several) and its plot."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from sweep_plot import OWN_SCHEDULE
+
     meta = json.loads((base / "sweep.json").read_text())
     groups: dict[tuple[float, float, str], list[tuple[dict, dict]]] = {}
     for metrics_file in sorted(base.glob("*/metrics.json")):
@@ -39,7 +42,9 @@ def render(base: Path) -> str:
         method = m["pruning"]["method"]
         variant = metrics_file.parent.name.split("-")[0].partition("+")[2]  # `--variants` label, if any
         if m["arguments"].get("budget_examples") is not None:
-            method = "budget_" + metrics_file.parent.name.split("-")[0].removeprefix("budget_")
+            method = "budget_" + metrics_file.parent.name.split("-")[0].removeprefix("budget_").partition("+")[0]
+            if m["arguments"].get("budget_schedule_examples") is None:  # not the matched run's LR at each step
+                method += f" {OWN_SCHEDULE}"
             prune = float(metrics_file.parent.name.split("-")[1])
         else:
             prune = m["pruning"]["prune"] if method != "full" else 0.0
@@ -91,11 +96,16 @@ def render(base: Path) -> str:
             values = [100 * v for v in finals]
             points.setdefault(method, []).append((fwd, mean(values), statistics.stdev(values) if len(values) > 1
                                                   else 0.0))
-    sys.path.insert(0, str(ROOT / "scripts"))
     from sweep_pairs import PairableRun, budget_pairs
 
+    def epoch_plan(m, r):
+        if m["arguments"].get("budget_examples") is not None:
+            plan = m["arguments"].get("budget_schedule_examples")
+            return None if plan is None else tuple(plan)
+        return tuple(e["forwarded"] for e in r["per_epoch"])
+
     pairs = budget_pairs(PairableRun(method, (noise, prune), m["arguments"]["seed"], m["final"]["test_acc"],
-                                     r["forwarded_examples"], m["arguments"].get("budget_examples"))
+                                     r["forwarded_examples"], m["arguments"].get("budget_examples"), epoch_plan(m, r))
                          for (noise, prune, method) in keys for m, r in groups[(noise, prune, method)])
     paired = [f"| {noise:g} | {prune:g} | {label} − {budget} | {len(diffs)} | {acc(diffs)} |"
               for (label, budget, (noise, prune)), diffs in sorted(
@@ -103,7 +113,8 @@ def render(base: Path) -> str:
     if paired:
         lines += ["", ("Paired by seed, final test accuracy x100: each pruned run minus the full-data run of the "
                        "same seed cut to the examples it forwarded (`budget_X` was cut to X's count; methods that "
-                       "forwarded the same count share it):"), "",
+                       "forwarded the same count share it; `budget_X` took X's LR at every step, so it pairs only "
+                       "with runs of X's epoch sizes, `[own LR schedule]` ran its own schedule):"), "",
                   "| label noise | prune | difference | pairs | mean ± std |", "|---|---|---|---|---|", *paired]
     from sweep_plot import plot_metric_vs_forwarded
 
@@ -146,6 +157,9 @@ def main() -> None:
                         help="Seeds (folders get -seed<S>); default: one run with scripts/vision.py's seed.")
     parser.add_argument("--budget_match", default=None, metavar="METHOD",
                         help="Also run the budget-matched full-data baseline of each METHOD run (after it).")
+    parser.add_argument("--budget_schedule", choices=("matched", "own"), default="matched",
+                        help="matched: the budget run takes the METHOD run's LR at every step (only the data "
+                             "differ); own: its schedule spans its own epochs (folders budget_METHOD+own-...).")
     parser.add_argument("--variants", nargs="+", default=[], metavar="LABEL:FLAGS",
                         help="Ablations: run every job once per variant with extra vision.py flags, e.g. "
                              "'beta0:--beta 0' 'noanneal:--anneal 0'; the label goes into the method's name.")
@@ -186,11 +200,11 @@ def main() -> None:
                 print(f"[{n}/{len(jobs)}] skip budget-{prune}: {matched.name} is not complete", flush=True)
                 continue
             report = json.loads((matched / "pruning_report.json").read_text())
-            folder = folder_of(noise, f"budget_{args.budget_match}", prune, seed)
-            # the matched run's epochs carry its LR schedule over: same LR at every step, only the data differ
-            run_method, extra = "full", ["--budget_examples", str(report["forwarded_examples"]),
-                                         "--budget_schedule_examples",
-                                         *(str(e["forwarded"]) for e in report["per_epoch"])]
+            own_schedule = args.budget_schedule == "own"
+            folder = folder_of(noise, f"budget_{args.budget_match}", prune, seed, "own" if own_schedule else "")
+            run_method, extra = "full", ["--budget_examples", str(report["forwarded_examples"])]
+            if not own_schedule:  # the matched run's epochs carry its LR over: same LR at every step
+                extra += ["--budget_schedule_examples", *(str(e["forwarded"]) for e in report["per_epoch"])]
         else:
             folder, run_method = folder_of(noise, method, prune, seed, variant), method
         if (folder / "metrics.json").is_file() and json.loads((folder / "metrics.json").read_text())["final"]:

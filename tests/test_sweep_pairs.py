@@ -34,3 +34,18 @@ def test_each_run_meets_the_budget_run_of_its_seed_and_count():
     assert pairs[("random", "budget_random", cell)] == pytest.approx([0.02])
     assert pairs[("ucb", "budget_random", cell)] == pytest.approx([0.01])
     assert pairs[("infobatch", "budget_infobatch", cell)] == pytest.approx([0.04, -0.01])
+
+
+def test_a_budget_run_on_the_matched_runs_lr_pairs_only_with_runs_of_those_epoch_sizes():
+    """Same count, other epoch sizes: the LR at each step differed, so the pair would not isolate the data."""
+    cell = (0.0, 0.7)
+    runs = [
+        PairableRun("budget_random", cell, 0, 0.870, 114_000, budget=114_000, epochs=(60_000, 18_000, 18_000, 18_000)),
+        PairableRun("budget_random [own LR schedule]", cell, 0, 0.876, 114_000, budget=114_000),
+        PairableRun("eps_greedy", cell, 0, 0.885, 114_000, epochs=(60_000, 18_000, 18_000, 18_000)),
+        PairableRun("odd", cell, 0, 0.880, 114_000, epochs=(60_000, 27_000, 27_000)),
+    ]
+    pairs = budget_pairs(runs)
+    assert set(pairs) == {("eps_greedy", "budget_random", cell), ("eps_greedy", "budget_random [own LR schedule]", cell),
+                          ("odd", "budget_random [own LR schedule]", cell)}
+    assert pairs[("eps_greedy", "budget_random", cell)] == pytest.approx([0.015])

@@ -268,6 +268,15 @@ def test_vision_sweep_seeds_budget_match_and_table(tmp_path):
                    ["final"]["test_acc"] for s in (0, 1)]
     paired = (accs[0] - budget_accs[0] + accs[1] - budget_accs[1]) / 2
     assert f"| 0 | 0.5 | emp − budget_emp | 2 | {paired:.2f} ± " in text
+    # --budget_schedule own: the same budget on the run's own epochs and schedule, a row and a pair of its own
+    proc = subprocess.run(cmd[:cmd.index("--")] + ["--budget_schedule", "own"] + cmd[cmd.index("--"):],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.count("] run budget_emp+own-0.5-seed") == 2, proc.stdout + proc.stderr
+    own = json.loads((tmp_path / "t" / "budget_emp+own-0.5-seed0" / "metrics.json").read_text())["arguments"]
+    assert own["budget_examples"] == 600 and own["budget_schedule_examples"] is None
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| 0 | 0.5 | budget_emp [own LR schedule] | 2 |" in text
+    assert "| 0 | 0.5 | emp − budget_emp [own LR schedule] | 2 |" in text
 
 
 def test_vision_sweep_variants_name_runs_and_rows(tmp_path):
