@@ -16,7 +16,6 @@ are deleted after each run (`--keep_models` keeps them); the JSON results stay.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import platform
 import shlex
@@ -25,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sweep_common import parse_variants, record_invocation
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT / "scripts" / "glue.py"
@@ -71,21 +72,8 @@ def main() -> None:
     unknown = [m for m in args.methods if m not in POLICIES]
     if unknown:
         parser.error(f"unknown --methods {unknown}; known: {', '.join(sorted(POLICIES))}")
-    variants = [(v.partition(":")[0], v.partition(":")[2]) for v in args.variants]
-    bad = [label for label, _ in variants if not label.isidentifier()]
-    if bad:  # a '/' would nest the run folder where glue_table.py does not look: the run would vanish from the table
-        parser.error(f"--variants labels must be letters, digits and '_' (they name folders); got {bad}")
-
-    base = Path(args.runs_dir) / args.name
-    base.mkdir(parents=True, exist_ok=True)
-    meta = base / "sweep.json"
-    record = json.loads(meta.read_text()) if meta.is_file() else {"invocations": []}
-    record["invocations"].append({
-        "command": "python scripts/glue_sweep.py " + " ".join(shlex.quote(a) for a in argv),
-        "machine": args.machine,
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    })
-    meta.write_text(json.dumps(record, indent=2) + "\n")
+    variants = parse_variants(parser, args.variants)
+    base = record_invocation(Path(args.runs_dir) / args.name, "glue_sweep.py", argv, args.machine)
 
     variants = variants or [("", "")]
     jobs = [(t, m, p, s, v) for t in args.tasks for v in variants for m in args.methods

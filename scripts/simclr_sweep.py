@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--machine", default="unspecified")
     args = parser.parse_args(own)
-    from vision_sweep import record_invocation, run_job, write_results
+    from sweep_common import record_invocation
+    from vision_sweep import run_job, write_results
 
     base = record_invocation(Path(args.runs_dir) / args.name, "simclr_sweep.py", argv, args.machine, kind="simclr")
 

@@ -15,7 +15,6 @@ deleted after each run. The table is built from the runs' JSON files only.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import shlex
 import shutil
@@ -23,6 +22,8 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from sweep_common import parse_variants, record_invocation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,19 +128,6 @@ def render(base: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record_invocation(base: Path, script: str, argv: list[str], machine: str, kind: str | None = None) -> Path:
-    """Append this command, the machine and the time to `base`/sweep.json (made with `kind` if new)."""
-    base.mkdir(parents=True, exist_ok=True)
-    meta_path = base / "sweep.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {
-        **({"kind": kind} if kind else {}), "invocations": []}
-    meta["invocations"].append({"command": f"python scripts/{script} " + " ".join(map(shlex.quote, argv)),
-                                "machine": machine,
-                                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    return base
-
-
 def main() -> None:
     argv = sys.argv[1:]
     passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -169,10 +157,7 @@ def main() -> None:
         return
     if args.name is None:
         parser.error("--name is required (unless --render_only)")
-    variants = [(v.partition(":")[0], v.partition(":")[2]) for v in args.variants]
-    bad = [label for label, _ in variants if not label.isidentifier()]
-    if bad:
-        parser.error(f"--variants labels must be letters, digits and '_' (they name folders); got {bad}")
+    variants = parse_variants(parser, args.variants)
     base = record_invocation(Path(args.runs_dir) / args.name, "vision_sweep.py", argv, args.machine)
 
     seeds = args.seeds or [None]
