@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,11 @@ class DataArguments:
     validation_file: str | None = field(default=None, metadata={"help": "The evaluation file for --train_file."})
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
+    train_subset_seed: int | None = field(
+        default=None,
+        metadata={"help": "With --max_train_samples: keep N rows drawn at random with this seed (in file order) "
+                          "instead of the first N. Some files are sorted (STS-B's first 2,000 pairs are nearly all "
+                          "image captions; its dev set mixes all sources)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each eval split."})
     budget_examples: int | None = field(
         default=None,
@@ -101,6 +107,9 @@ class DataArguments:
         if self.train_file is not None and self.task == "mnli":
             raise ValueError("--train_file is for single-evaluation tasks; MNLI needs --data_dir (matched and "
                              "mismatched splits).")
+        if self.train_subset_seed is not None and self.max_train_samples is None:
+            raise ValueError("--train_subset_seed draws the --max_train_samples rows at random: give "
+                             "--max_train_samples too.")
         for name in ("max_seq_length", "max_train_samples", "max_eval_samples", "budget_examples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -163,6 +172,14 @@ def parse(argv: list[str]):
     return model_args, data_args, training_args, pruning_args
 
 
+def train_rows(num_rows: int, keep: int, seed: int | None) -> list[int]:
+    """The training rows `--max_train_samples` keeps: the first `keep`, or with a seed `keep` drawn uniformly
+    (Python's `random`, stable across versions), in file order."""
+    if seed is None or keep >= num_rows:
+        return list(range(min(keep, num_rows)))
+    return sorted(random.Random(seed).sample(range(num_rows), keep))
+
+
 def prepare(model_args, data_args, training_args):
     """The task, its tokenised splits, the tokenizer and a model factory: what a training run and a static
     scoring run (scripts/static_scores.py) share, so that both see the same training rows in the same order."""
@@ -173,7 +190,8 @@ def prepare(model_args, data_args, training_args):
         if split not in raw:
             raise ValueError(f"The data for task {task.name!r} has no {split!r} split (found {list(raw)}).")
     if data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+        raw["train"] = raw["train"].select(train_rows(len(raw["train"]), data_args.max_train_samples,
+                                                      data_args.train_subset_seed))
     if data_args.max_eval_samples is not None:
         for split in task.eval_splits:
             raw[split] = raw[split].select(range(min(data_args.max_eval_samples, len(raw[split]))))

@@ -216,3 +216,16 @@ def test_budget_matched_full_data_baseline(tmp_path, monkeypatch):
         run_glue(["--task", "sst2", "--data_dir", str(tmp_path / "data"), "--model_name_or_path", str(model),
                   "--output_dir", str(tmp_path / "o2"), "--method", "emp", "--budget_examples", "75", *COMMON],
                  monkeypatch)
+
+
+def test_a_seeded_random_training_subset(tmp_path, monkeypatch):
+    """--train_subset_seed: N rows drawn with the seed (file order kept), the same for every run of that seed;
+    without it the first N, as run_glue.py takes them; refused without --max_train_samples."""
+    glue = runpy.run_path(str(SCRIPT))  # the module's functions, without running main
+    rows = glue["train_rows"]
+    first, drawn, again = rows(100, 10, None), rows(100, 10, 0), rows(100, 10, 0)
+    assert first == list(range(10)) and drawn == again == sorted(set(drawn)) and len(drawn) == 10
+    assert drawn != first and max(drawn) >= 10 and drawn != rows(100, 10, 1)
+    assert rows(5, 10, 0) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="--train_subset_seed draws the --max_train_samples rows at random"):
+        run_glue(["--task", "sst2", "--train_subset_seed", "0"], monkeypatch)
