@@ -43,7 +43,8 @@ def plot_metric_vs_forwarded(path: Path, title: str, ylabel: str,
             ax.errorbar(x, y, yerr=e, fmt="o", color="black", capsize=3)
         elif method == "budget":
             ax.errorbar(x, y, yerr=e, fmt="s-", color="grey", capsize=3,
-                        label="full data cut to N examples (budget-matched)")
+                        label="full data cut to N examples (budget-matched)" if "budget own" not in points
+                        else "full data cut to N, the matched run's LR at every step")
         elif method == "budget own":
             ax.errorbar(x, y, yerr=e, fmt="s:", color="grey", markerfacecolor="none", capsize=3,
                         label="full data cut to N, its own LR schedule")
