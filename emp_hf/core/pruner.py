@@ -355,10 +355,9 @@ class DataPruner:
         changed = [f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}"
                    for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
         if changed:
-            rules = ("selection_rules" in current and saved.get("selection_rules") != current["selection_rules"])
             fix = ("Its selections were made by another version of emp-hf's selection rules (a checkpoint without "
                    "them predates their versioning): resume with the emp-hf that wrote it, or start a new run in a "
-                   "new output folder." if rules else
+                   "new output folder." if saved.get("selection_rules") != current["selection_rules"] else
                    "Resume with the checkpoint's settings, or start a new run in a new output folder.")
             raise ValueError(
                 f"Cannot resume from {source}: it was made for another pruning plan, and resuming would train a "
