@@ -253,3 +253,46 @@ def test_a_state_from_other_selection_rules_is_refused():
         with pytest.raises(ValueError, match=f"selection_rules: checkpoint {old!r}, now '1.2'.*resume with the "
                                              "emp-hf that wrote it"):
             fresh.load_state_dict(stale)
+
+
+@pytest.mark.parametrize("method", ["emp", "ucb", "uncertainty", "eps_greedy", "static"])
+def test_scores_computed_a_chunk_at_a_time_select_what_the_score_vector_selects(method, monkeypatch):
+    """Above `_CHUNKED_SCORES_MIN` examples no score vector is built: every pass recomputes its chunk. The
+    selections, ties and unseen examples included, and the reported mean must be those of the vector path."""
+    import emp_hf.core.policies as policies
+
+    monkeypatch.setattr(policies, "_RADIX_MIN", 512)  # the radix threshold and its bucket pass, at test size
+    monkeypatch.setattr(policies, "_CHUNK", 300)
+    n = 5003
+    g = torch.Generator().manual_seed(4)
+    losses = torch.randint(0, 40, (n,), generator=g).float() / 7  # heavy ties at any threshold
+    entropies = torch.rand(n, generator=g)
+    static = torch.randint(-20, 20, (n,), generator=g).float()  # negatives: the general radix mapping
+
+    def run(chunked_min: int) -> tuple[list, list, int]:
+        monkeypatch.setattr(policies, "_CHUNKED_SCORES_MIN", chunked_min)
+        p = DataPruner(n, 4, PruningConfig(method=method, prune=0.6, anneal=0.0), seed=3,
+                       static_scores=static if method == "static" else None)
+        parts: list[int] = []
+        score = p.policy.score
+        p.policy.score = lambda store, part=policies.ALL: parts.append(len(range(n)[part])) or score(store, part)
+        p.set_epoch(0)
+        half = torch.arange(0, n, 2)
+        p.update(half, losses[half], entropies[half])  # the other half stays unseen: it must rank first
+        selections, means = [], []
+        for epoch in (1, 2):
+            p.set_epoch(epoch)
+            selections.append(p.selection.indices.tolist())
+            means.append(p.report.epochs[epoch].mean_score)
+            p.update(torch.arange(n), losses.flip(0) * epoch, entropies)
+        return selections, means, max(parts)
+
+    vector_selections, vector_means, vector_part = run(chunked_min=n + 1)
+    chunked_selections, chunked_means, chunked_part = run(chunked_min=n)
+    assert vector_part == n and chunked_part == 300  # each path did what it says
+    assert chunked_selections == vector_selections
+    assert chunked_means == vector_means
+    kept = round(0.4 * n)
+    assert all(len(s) == kept for s in chunked_selections)
+    if method in ("emp", "ucb", "uncertainty"):  # the unseen half (2,501) ranks first and fills the 2,001 kept
+        assert set(chunked_selections[0]) <= set(range(1, n, 2))

@@ -8,7 +8,9 @@ schedule does). Adding a method is one small subclass with `@register_policy`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -38,36 +40,75 @@ class SelectionContext:
     generator: torch.Generator  # seeded by (seed, epoch): the only source of randomness
     seed: int
     round_index: int  # how many pruning selections were made before this one
-    scores: Tensor | None = None  # the policy's scores of the store, computed once by the pruner
+    scores: Scores | None = None  # the policy's scores of the store, as the pruner obtained them
 
 
 #: Below this size `torch.kthvalue` is as fast as the radix pass of `kth_largest`.
 _RADIX_MIN = 1 << 20
 
-
-def unseen_first(value: Tensor, store: ScoreStore) -> Tensor:
-    """`value` (a fresh tensor, modified in place) with +inf for examples never scored, so they rank first.
-
-    After the first full epoch every example has been scored, and the two passes over the store are skipped.
-    """
-    if store.all_seen:
-        return value
-    return value.masked_fill_(store.times_trained == 0, float("inf"))
-
-
-def ranked(field: Tensor, store: ScoreStore) -> Tensor:
-    """A store field as a score, unseen examples first: the field itself (no copy) once all are seen."""
-    return field if store.all_seen else unseen_first(field.clone(), store)
-
-
-def kth_largest(scores: Tensor, k: int) -> Tensor:
-    """The k-th largest value of a float32 vector (1 <= k <= N), exactly, in a few linear passes."""
-    return _threshold(scores, k)[0]
-
-
 #: Radix passes and mask conversions work through the data this many values at a time: the temporaries stay
 #: in cache, and at 10^8 examples a selection needs no N-sized integer vector beside the scores.
 _CHUNK = 1 << 20
+
+#: From this many examples on, a policy's scores are computed a chunk at a time in every pass instead of once
+#: as a vector: at 10^8 examples that vector would be 400 MB beside the store, while recomputing a chunk of
+#: `loss + beta * entropy` costs each pass a few percent. Below it (64 MB) the vector is the faster choice.
+_CHUNKED_SCORES_MIN = 1 << 24
+
+#: The whole store, as a `part`.
+ALL = slice(None)
+
+
+class Scores:
+    """Per-example scores that the selection reads in passes over chunks, however they are held.
+
+    Either a vector (`Scores.of`), or a function of a slice that computes the scores of that part of the
+    store when a pass reaches it (`SelectionPolicy.scores` above `_CHUNKED_SCORES_MIN`): the threshold, the
+    mask and the mean never need all N values at once, so at 10^8 examples no N-sized float vector is built.
+    """
+
+    def __init__(self, num_examples: int, part: Callable[[slice], Tensor]) -> None:
+        self.num_examples = num_examples
+        self.part = part
+
+    @classmethod
+    def of(cls, values: Tensor) -> Scores:
+        return cls(values.numel(), values.__getitem__)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.part(slice(0, 0)).dtype
+
+    def chunks(self) -> Iterator[tuple[int, Tensor]]:
+        """(start, scores of examples start .. start + len - 1), `_CHUNK` at a time, in order."""
+        for start in range(0, self.num_examples, _CHUNK):
+            yield start, self.part(slice(start, min(self.num_examples, start + _CHUNK)))
+
+    def full(self) -> Tensor:
+        return self.part(ALL)
+
+
+def as_scores(scores: Tensor | Scores) -> Scores:
+    return scores if isinstance(scores, Scores) else Scores.of(scores)
+
+
+def unseen_first(value: Tensor, store: ScoreStore, part: slice = ALL) -> Tensor:
+    """`value` (the fresh scores of `part`, modified in place) with +inf for examples never scored, so they
+    rank first. After the first full epoch every example has been scored, and the pass is skipped.
+    """
+    if store.all_seen:
+        return value
+    return value.masked_fill_(store.times_trained[part] == 0, float("inf"))
+
+
+def ranked(field: Tensor, store: ScoreStore, part: slice = ALL) -> Tensor:
+    """A store field as a score, unseen examples first: the field itself (no copy) once all are seen."""
+    return field[part] if store.all_seen else unseen_first(field[part].clone(), store, part)
+
+
+def kth_largest(scores: Tensor | Scores, k: int) -> Tensor:
+    """The k-th largest value of a float32 vector (1 <= k <= N), exactly, in a few linear passes."""
+    return _threshold(as_scores(scores), k)[0]
 
 
 def _radix_key(bits: Tensor, nonnegative: bool) -> Tensor:
@@ -82,7 +123,7 @@ def _radix_key(bits: Tensor, nonnegative: bool) -> Tensor:
     return key
 
 
-def _threshold(scores: Tensor, k: int) -> tuple[Tensor, Tensor | None]:
+def _threshold(scores: Scores, k: int) -> tuple[Tensor, Tensor | None]:
     """The k-th largest value and, when the radix pass ran, the positions of the values in its bucket.
 
     One radix pass: float32 bit patterns mapped to integers in the same order, a histogram of their top 16
@@ -91,23 +132,24 @@ def _threshold(scores: Tensor, k: int) -> tuple[Tensor, Tensor | None]:
     always non-negative (losses, entropies, +inf for unseen examples), and the mapping is then one shift.
     The bucket's positions let the caller find ties at the threshold without another pass over all N.
     """
-    n = scores.numel()
+    n = scores.num_examples
     if n < _RADIX_MIN or scores.dtype != torch.float32:
-        return torch.kthvalue(scores, n - k + 1).values, None
-    bits = scores.view(torch.int32)
-    nonnegative = int(bits.min()) >= 0  # -0.0 has its sign bit set and takes the general mapping
+        return torch.kthvalue(scores.full(), n - k + 1).values, None
+    # -0.0 has its sign bit set and takes the general mapping
+    nonnegative = all(int(part.view(torch.int32).min()) >= 0 for _, part in scores.chunks())
     counts = torch.zeros(65536, dtype=torch.int64)
-    for start in range(0, n, _CHUNK):
-        counts += torch.bincount(_radix_key(bits[start : start + _CHUNK], nonnegative), minlength=65536)
+    for _, part in scores.chunks():
+        counts += torch.bincount(_radix_key(part.view(torch.int32), nonnegative), minlength=65536)
     from_top = counts.flip(0).cumsum(0)
     position = int(torch.searchsorted(from_top, torch.tensor(k)))
     bucket = 65535 - position
     above = int(from_top[position]) - int(counts[bucket])  # values in higher buckets
-    in_bucket = torch.cat([
-        torch.nonzero(_radix_key(bits[start : start + _CHUNK], nonnegative) == bucket).squeeze(1) + start
-        for start in range(0, n, _CHUNK)
-    ])
-    candidates = scores.index_select(0, in_bucket)
+    positions, values = [], []
+    for start, part in scores.chunks():
+        found = torch.nonzero(_radix_key(part.view(torch.int32), nonnegative) == bucket).squeeze(1)
+        values.append(part.index_select(0, found))
+        positions.append(found.add_(start))
+    in_bucket, candidates = torch.cat(positions), torch.cat(values)
     threshold = torch.kthvalue(candidates, candidates.numel() - (k - above) + 1).values
     return threshold, in_bucket[candidates == threshold]
 
@@ -131,7 +173,7 @@ def nonzero_indices(mask: Tensor) -> Tensor:
     return out
 
 
-def top_k_mask(scores: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+def top_k_mask(scores: Tensor | Scores, k: int, generator: torch.Generator | None = None) -> Tensor:
     """Boolean mask of the k largest scores; ties at the threshold drawn at random with `generator`.
 
     `kth_largest` finds the threshold in O(N) (no full sort). Ties (unseen examples, constant scores) are
@@ -139,17 +181,20 @@ def top_k_mask(scores: Tensor, k: int, generator: torch.Generator | None = None)
     the dataset; the draw is a function of the seed, so every machine and a resumed run agree.
     Without a generator (tests, callers that want it) the lower indices win ties.
     """
-    n = scores.numel()
+    scores = as_scores(scores)
+    n = scores.num_examples
     if k >= n:
         return torch.ones(n, dtype=torch.bool)
     if k <= 0:
         return torch.zeros(n, dtype=torch.bool)
     threshold, ties = _threshold(scores, k)
-    mask = scores > threshold
+    mask = torch.empty(n, dtype=torch.bool)
+    for start, part in scores.chunks():
+        torch.gt(part, threshold, out=mask[start : start + part.numel()])
     missing = k - int(torch.count_nonzero(mask))
     if missing > 0:
-        if ties is None:
-            ties = torch.nonzero(scores == threshold).squeeze(1)
+        if ties is None:  # the small path: the scores are one vector
+            ties = torch.nonzero(scores.full() == threshold).squeeze(1)
         mask[ties[:missing] if generator is None else random_subset(ties, missing, generator)] = True
     return mask
 
@@ -212,15 +257,22 @@ class SelectionPolicy:
     def __init__(self, config) -> None:  # config: PruningConfig
         self.config = config
 
-    def score(self, store: ScoreStore) -> Tensor:
-        """Per-example priority (higher = more worth training); unseen examples rank first. Read-only: it may
-        be the store's own tensor."""
-        return ranked(store.loss, store)
+    def score(self, store: ScoreStore, part: slice = ALL) -> Tensor:
+        """Per-example priority (higher = more worth training) of the examples in `part`; unseen examples rank
+        first. Read-only: it may be a view of the store's own tensor."""
+        return ranked(store.loss, store, part)
 
-    def scores_of(self, ctx: SelectionContext) -> Tensor:
-        """The context's scores, handed over once: the context lets go of them, so they are freed as soon as
-        the policy has its mask (at 10^8 examples, 400 MB fewer while the selection's indices are built)."""
-        scores = ctx.scores if ctx.scores is not None else self.score(ctx.store)
+    def scores(self, store: ScoreStore) -> Scores:
+        """The scores of the whole store as the selection reads them: one vector, or computed a chunk at a
+        time from `_CHUNKED_SCORES_MIN` examples on (the same values either way)."""
+        if store.num_examples < _CHUNKED_SCORES_MIN:
+            return Scores.of(self.score(store))
+        return Scores(store.num_examples, partial(self.score, store))
+
+    def scores_of(self, ctx: SelectionContext) -> Scores:
+        """The context's scores, handed over once: the context lets go of them, so a score vector is freed as
+        soon as the policy has its mask."""
+        scores = ctx.scores if ctx.scores is not None else self.scores(ctx.store)
         ctx.scores = None
         return scores
 
@@ -296,8 +348,8 @@ class EMPPolicy(SelectionPolicy):
     name = "emp"
     default_anneal = 0.125
 
-    def score(self, store: ScoreStore) -> Tensor:
-        return unseen_first(torch.add(store.loss, store.entropy, alpha=self.config.beta), store)
+    def score(self, store: ScoreStore, part: slice = ALL) -> Tensor:
+        return unseen_first(torch.add(store.loss[part], store.entropy[part], alpha=self.config.beta), store, part)
 
 
 @register_policy
@@ -342,8 +394,8 @@ class UncertaintyPolicy(SelectionPolicy):
 
     name = "uncertainty"
 
-    def score(self, store: ScoreStore) -> Tensor:
-        return ranked(store.ema, store)
+    def score(self, store: ScoreStore, part: slice = ALL) -> Tensor:
+        return ranked(store.ema, store, part)
 
 
 @register_policy
@@ -398,8 +450,8 @@ class UCBPolicy(SelectionPolicy):
 
     name = "ucb"
 
-    def score(self, store: ScoreStore) -> Tensor:
-        return unseen_first(torch.add(store.ema, store.ema_var, alpha=self.config.ucb_c), store)
+    def score(self, store: ScoreStore, part: slice = ALL) -> Tensor:
+        return unseen_first(torch.add(store.ema[part], store.ema_var[part], alpha=self.config.ucb_c), store, part)
 
 
 @register_policy
@@ -438,10 +490,10 @@ class StaticScorePolicy(SelectionPolicy):
             raise ValueError("`static_scores` must be finite; found NaN or inf.")
         self.static_scores = scores
 
-    def score(self, store: ScoreStore) -> Tensor:
+    def score(self, store: ScoreStore, part: slice = ALL) -> Tensor:
         if self.static_scores.numel() != store.num_examples:
             raise ValueError(
                 f"`static_scores` has {self.static_scores.numel()} entries but the dataset has "
                 f"{store.num_examples} examples; one score per training example is required."
             )
-        return self.static_scores
+        return self.static_scores[part]

@@ -25,7 +25,15 @@ import torch
 from torch import Tensor
 
 from .config import PruningConfig
-from .policies import Selection, SelectionContext, all_indices, build_policy, index_dtype, seeded_generator
+from .policies import (
+    Scores,
+    Selection,
+    SelectionContext,
+    all_indices,
+    build_policy,
+    index_dtype,
+    seeded_generator,
+)
 from .report import PruningReport
 from .schedule import PruningSchedule, kept_count
 from .scores import ScoreStore
@@ -176,7 +184,7 @@ class DataPruner:
         self.selection = self._order = self._dense_weights = None
         if chosen_at != self._pruned_epoch:
             self._pruned = None
-        scores = self.policy.score(self.store) if self.policy.uses_scores else None  # once per epoch
+        scores = self.policy.scores(self.store) if self.policy.uses_scores else None  # once per epoch
         mean_score = self.mean_score(scores)
         if full:
             scores = None
@@ -224,19 +232,20 @@ class DataPruner:
     def epoch_size(self) -> int:
         return len(self._ensure_epoch())
 
-    def mean_score(self, scores: Tensor | None = None) -> float | None:
+    def mean_score(self, scores: Scores | None = None) -> float | None:
         """Mean of the policy's score over the examples scored so far (None before any)."""
         if not self.policy.uses_scores:
             return None
         count = self.store.num_seen
         if count == 0:
             return None
-        scores = self.policy.score(self.store) if scores is None else scores
-        if count == self.num_examples:
-            return float(scores.sum()) / count
-        # Unseen examples score +inf (they rank first) and seen ones are finite (non-finite are never stored):
-        # zeroing the infinities sums exactly the seen scores, in one pass.
-        return float(torch.nan_to_num(scores, posinf=0.0).sum()) / count
+        scores = self.policy.scores(self.store) if scores is None else scores
+        total = 0.0
+        for _, part in scores.chunks():
+            # Unseen examples score +inf (they rank first) and seen ones are finite (non-finite are never
+            # stored): zeroing the infinities sums exactly the seen scores, in one pass.
+            total += float(part.sum() if count == self.num_examples else torch.nan_to_num(part, posinf=0.0).sum())
+        return total / count
 
     # ---------------------------------------------------------------- scores
     def update(self, indices: Tensor, losses: Tensor, entropies: Tensor | None = None) -> None:
