@@ -4,7 +4,8 @@
 
 Prints, per (N, method): seconds per update of a batch of `--batch` rows,
 seconds for the store updates covering one full epoch, seconds for one
-selection (set_epoch + shuffled order), and the store's bytes per example.
+selection (set_epoch + shuffled order), the store's bytes per example, and the
+memory a selection adds to the store (peak RSS while it runs, sampled).
 `--breakdown` also times, for the kept count that selection produced, the
 steps any selection + shuffled order of that size must take whatever the
 method (the mask's positions, the times-selected count, the shuffle and its
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
+import threading
 import time
 
 import torch
@@ -27,6 +29,27 @@ from emp_hf.core.policies import index_dtype, nonzero_indices
 def current_rss_gib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**30
+
+
+class PeakRSS:
+    """The highest RSS seen while the block runs, sampled every half millisecond by a thread (torch's kernels
+    release the GIL). `ru_maxrss` cannot isolate a phase: it is the process's peak since it started."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak, self._stop = current_rss_gib(), False
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop:
+            self.peak = max(self.peak, current_rss_gib())
+            time.sleep(0.0005)
+
+    def __exit__(self, *exc) -> None:
+        self._stop = True
+        self._thread.join()
+        self.peak = max(self.peak, current_rss_gib())
 
 
 def timed(fn, repeat=3):
@@ -53,7 +76,10 @@ def main() -> None:
         n = int(size)
         for method in args.methods:
             pruner = DataPruner(n, 3, PruningConfig(method=method, prune=args.prune, anneal=0.0), seed=0)
-            pruner.set_epoch(0)
+            base = current_rss_gib()  # the store and the runtime
+            with PeakRSS() as full_epoch:
+                pruner.set_epoch(0)
+                pruner.epoch_order()
             g = torch.Generator().manual_seed(0)
             # one full epoch of updates in one go (fills every score), then time batch-sized updates
             t0 = time.perf_counter()
@@ -73,11 +99,12 @@ def main() -> None:
                 pruner.set_epoch(1)
                 pruner.epoch_order()
 
-            before = current_rss_gib()
-            selection = timed(select)
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+            with PeakRSS() as rss:
+                selection = timed(select)
             print(f"{n:>11,} {method:>10} {per_batch:>15.6f} {epoch_updates:>16.3f} {selection:>12.3f}"
-                  f"   RSS before selection {before:.2f} GiB, peak RSS so far {peak:.2f} GiB")
+                  f"   RSS: store and runtime {base:.3f} GiB; peak above it in a full epoch's order "
+                  f"+{full_epoch.peak - base:.3f}, in selection + order +{rss.peak - base:.3f} GiB "
+                  f"(one float32 vector of N: {4 * n / 2**30:.3f})")
             if args.breakdown:
                 print_floor(pruner)
 

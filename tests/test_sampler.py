@@ -126,3 +126,63 @@ def test_restored_state_continues_like_the_original():
         feed(a, a.epoch_order().tolist(), epoch)
         feed(b, b.epoch_order().tolist(), epoch)
     assert a.summary() == b.summary()
+
+
+def _round_trip(state):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_a_full_epoch_holds_and_saves_no_index_vector_and_older_states_still_resume():
+    """Full epochs are `Selection.every(N)`: no 0 .. N-1 vector beside the order, none in the checkpoint. A state
+    written before (its full epoch saved as that vector) resumes to the same orders and selections."""
+    cfg = PruningConfig(method="emp", prune=0.6, anneal=0.25)
+    a = DataPruner(50, 4, cfg, seed=5)
+    a.set_epoch(0)
+    assert a.selection.is_every and len(a.selection) == 50
+    feed(a, a.epoch_order().tolist()[:20], 0)  # mid-epoch checkpoint of a full epoch
+    state = a.state_dict()
+    assert state["selection"] == {"every": 50, "weights": None}
+    older = dict(state, selection={"indices": torch.arange(50, dtype=torch.int32), "weights": None})
+    resumed = []
+    for saved in (state, older):
+        b = DataPruner(50, 4, cfg, seed=5)
+        b.load_state_dict(_round_trip(saved))
+        b.set_epoch(0)
+        assert b.selection.is_every and torch.equal(b.epoch_order(), a.epoch_order())
+        resumed.append(b)
+    feed(a, a.epoch_order().tolist()[20:], 0)
+    for b in resumed:
+        feed(b, b.epoch_order().tolist()[20:], 0)
+    expected_counts = torch.zeros(50, dtype=torch.int32)
+    for epoch in range(1, 4):  # pruning epochs, then the annealing (full) epoch
+        for p in (a, *resumed):
+            p.set_epoch(epoch)
+            feed(p, p.epoch_order().tolist(), epoch)
+        if not a.selection.is_every:
+            expected_counts[a.selection.indices.long()] += 1
+        for b in resumed:
+            assert torch.equal(b.epoch_order(), a.epoch_order())
+            assert torch.equal(b.selection.indices, a.selection.indices)
+    assert a.selection.is_every  # the annealing epoch
+    for b in resumed:
+        assert b.summary() == a.summary()
+    assert 0 < expected_counts.sum() < 100 and torch.equal(a.store.times_selected, expected_counts)
+
+
+def test_a_pruning_epoch_that_keeps_everything_counts_each_example_once():
+    """InfoBatch with no scores yet keeps every example (`Selection.every`): each is counted as selected once, as
+    the index vector did, and a resumed run agrees."""
+    p = DataPruner(30, 3, PruningConfig(method="infobatch", prune=0.5, anneal=0.0), seed=1)
+    p.set_epoch(0)
+    p.set_epoch(1)  # no scores recorded in epoch 0
+    assert p.selection.is_every and p.epoch_size() == 30
+    assert torch.equal(p.store.times_selected, torch.ones(30, dtype=torch.int32))
+    assert p.report.epochs[1].kept == 30 and not p.report.epochs[1].full
+    q = DataPruner(30, 3, PruningConfig(method="infobatch", prune=0.5, anneal=0.0), seed=1)
+    q.load_state_dict(_round_trip(p.state_dict()))
+    assert q.selection.is_every and q._pruned.is_every and torch.equal(q.epoch_order(), p.epoch_order())

@@ -29,7 +29,6 @@ from .policies import (
     Scores,
     Selection,
     SelectionContext,
-    all_indices,
     build_policy,
     index_dtype,
     seeded_generator,
@@ -188,7 +187,7 @@ class DataPruner:
         mean_score = self.mean_score(scores)
         if full:
             scores = None
-            selection = Selection(indices=all_indices(self.num_examples))
+            selection = Selection.every(self.num_examples)
         else:
             if self._pruned is None:
                 ctx = SelectionContext(
@@ -204,9 +203,12 @@ class DataPruner:
                 self._pruned = self.policy.select(ctx)
                 self._pruned_epoch = chosen_at
             selection = self._pruned
-            self.store.times_selected.index_add_(0, selection.indices, _ONE.expand(len(selection)))
+            if selection.is_every:
+                self.store.times_selected.add_(1)
+            else:
+                self.store.times_selected.index_add_(0, selection.indices, _ONE.expand(len(selection)))
         self.epoch, self.selection = epoch, selection
-        self.report.record_selection(epoch, selection.indices, full, mean_score)
+        self.report.record_selection(epoch, None if full else selection.indices, len(selection), mean_score)
 
     def _ensure_epoch(self) -> Selection:
         if self.selection is None:
@@ -331,6 +333,8 @@ class DataPruner:
         def pack(selection: Selection | None) -> dict[str, Any] | None:
             if selection is None:
                 return None
+            if selection.is_every:
+                return {"every": len(selection), "weights": None}
             return {"indices": selection.indices.clone(), "weights": selection.weights}
 
         return {
@@ -379,7 +383,17 @@ class DataPruner:
 
     def _restore(self, state: dict[str, Any]) -> None:
         def unpack(packed: dict[str, Any] | None) -> Selection | None:
-            return None if packed is None else Selection(packed["indices"], packed["weights"])
+            if packed is None:
+                return None
+            if "every" in packed:  # a full epoch, saved without its index vector
+                if int(packed["every"]) != self.num_examples:
+                    raise ValueError(f"a full epoch of {packed['every']} examples for {self.num_examples}")
+                return Selection.every(self.num_examples)
+            indices = packed["indices"]
+            if packed["weights"] is None and indices.numel() == self.num_examples and bool(
+                    torch.equal(indices, torch.arange(self.num_examples, dtype=indices.dtype))):
+                return Selection.every(self.num_examples)  # a full epoch saved by an earlier emp-hf, as 0 .. N-1
+            return Selection(indices, packed["weights"])
 
         self.seed = int(state["seed"])
         self.epoch = state["epoch"]

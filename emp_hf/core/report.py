@@ -40,9 +40,11 @@ class PruningReport:
     labels: Tensor | None = field(default=None, repr=False)
     epochs: dict[int, EpochRecord] = field(default_factory=dict)
 
-    def record_selection(self, epoch: int, kept: Tensor, full: bool, mean_score: float | None) -> None:
+    def record_selection(self, epoch: int, kept: Tensor | None, count: int, mean_score: float | None) -> None:
+        """`kept`: the indices of a pruning epoch's selection; None for a full epoch (every example)."""
+        full = kept is None
         per_class = None
-        if self.labels is not None and not full:
+        if self.labels is not None and kept is not None:
             totals = torch.bincount(self.labels)
             chosen = torch.bincount(self.labels[kept], minlength=totals.numel())
             per_class = {
@@ -52,7 +54,7 @@ class PruningReport:
         self.epochs[epoch] = EpochRecord(
             epoch=epoch,
             full=full,
-            kept=int(kept.numel()),
+            kept=int(count),
             forwarded=previous.forwarded if previous else 0,
             scored_rows=previous.scored_rows if previous else 0,
             nonfinite_rows=previous.nonfinite_rows if previous else 0,
