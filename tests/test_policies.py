@@ -296,3 +296,46 @@ def test_scores_computed_a_chunk_at_a_time_select_what_the_score_vector_selects(
     assert all(len(s) == kept for s in chunked_selections)
     if method in ("emp", "ucb", "uncertainty"):  # the unseen half (2,501) ranks first and fills the 2,001 kept
         assert set(chunked_selections[0]) <= set(range(1, n, 2))
+
+
+#: sha256 (first 24 hex digits) of five epochs' orders of a 20,000-example run per method, recorded under the
+#: selection rules named beside it (`plan_settings()["selection_rules"]`). A change that orders or selects
+#: differently fails here: it must raise the rules version (so that older checkpoints refuse to resume instead
+#: of going on with other selections) and record the new orders.
+PINNED_ORDERS = {
+    "elfl": ("1.1", "d211a8ae1e651f600dc01cb9"),
+    "emp": ("1.1", "a7af9defaf12b85018789dbe"),
+    "eps_greedy": ("1.2", "37ea3e32833b4e58d82a7592"),
+    "full": ("1.1", "56834deacc1d063f5eab091b"),
+    "infobatch": ("1.1", "3ab063b1b58c458cfddbadd8"),
+    "random": ("1.1", "48c27d7466450fca60820a64"),
+    "static_random": ("1.1", "0ab3d36029dcce0038ad87e8"),
+    "ucb": ("1.1", "f1e7445b6e41d196f080ef00"),
+    "uncertainty": ("1.1", "31580dcaca5d61b970d46d0e"),
+}
+
+
+@pytest.mark.parametrize("path", ["vector", "chunked"])
+@pytest.mark.parametrize("method", sorted(PINNED_ORDERS))
+def test_every_method_orders_as_recorded_under_its_selection_rules(method, path, monkeypatch):
+    """Both routes (one score vector with `kthvalue`; radix passes over chunks, chunked gather of the order) give
+    the recorded orders."""
+    import hashlib
+
+    from emp_hf.core import policies
+    from emp_hf.core import pruner as pruner_module
+
+    if path == "chunked":
+        monkeypatch.setattr(policies, "_RADIX_MIN", 512)
+        monkeypatch.setattr(policies, "_CHUNK", 4096)
+        monkeypatch.setattr(policies, "_CHUNKED_SCORES_MIN", 8192)
+        monkeypatch.setattr(pruner_module, "_GATHER_CHUNK", 1000)
+    p = DataPruner(20_000, 5, PruningConfig(method=method, prune=0.6, anneal=0.2), seed=11)
+    g = torch.Generator().manual_seed(0)
+    digest = hashlib.sha256()
+    for epoch in range(5):
+        p.set_epoch(epoch)
+        order = p.epoch_order()
+        digest.update(order.to(torch.int64).numpy().tobytes())
+        p.update(order, torch.rand(len(order), generator=g), torch.rand(len(order), generator=g))
+    assert (p.plan_settings()["selection_rules"], digest.hexdigest()[:24]) == PINNED_ORDERS[method]

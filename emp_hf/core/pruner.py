@@ -50,6 +50,7 @@ SELECTION_RULES = 1
 _SELECT_STREAM = 0x5E1EC7
 _ORDER_STREAM = 0x0DE5
 _ONE = torch.ones(1, dtype=torch.int32)
+_GATHER_CHUNK = 1 << 20
 
 
 def load_scores_file(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
@@ -224,9 +225,14 @@ class DataPruner:
                 size = len(selection)
                 perm = torch.randperm(size, generator=seeded_generator(self.seed, self.epoch, _ORDER_STREAM),
                                       dtype=index_dtype(size))
-                # A full epoch's indices are 0..N-1, so the permutation is the order (no N-sized gather).
-                full = size == self.num_examples
-                self._order = perm if full else selection.indices.index_select(0, perm)
+                # A full epoch's indices are 0..N-1, so the permutation is the order. Otherwise the permutation
+                # is overwritten with the indices it points to, a chunk at a time: the order takes the
+                # permutation's memory instead of a third vector of the kept size (110 MB for EMP at 10^8).
+                if size < self.num_examples:
+                    for start in range(0, size, _GATHER_CHUNK):
+                        part = perm[start : start + _GATHER_CHUNK]
+                        part.copy_(selection.indices.index_select(0, part))
+                self._order = perm
             else:
                 self._order = selection.indices
         return self._order
