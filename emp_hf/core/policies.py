@@ -457,16 +457,19 @@ def draw_unmasked(mask: Tensor, count: int, generator: torch.Generator) -> Tenso
         return mask
     if 2 * count > free:
         return mask.logical_or_(random_subset_mask(~mask, count, generator))
-    dtype = index_dtype(n)
+    dtype = index_dtype(n)  # positions and draw numbers in int32 where they fit: half the temporaries at 10^8
     while count > 0:
         # expected survivors of a round: draws x (free / n), fewer the repeats; 10% and 64 spare
         size = int(count * n / free * 1.1) + 64
-        draw = torch.randint(n, (size,), generator=generator, dtype=torch.int64)
+        draw = torch.randint(n, (size,), generator=generator, dtype=dtype)
         draw = draw[~mask[draw]]
         unique, inverse = torch.unique(draw, sorted=True, return_inverse=True)
-        first = torch.full((unique.numel(),), draw.numel(), dtype=torch.int64)
-        first.scatter_reduce_(0, inverse, torch.arange(draw.numel()), "amin")  # first draw of each position
-        taken = draw[first.sort().values[:count]].to(dtype)
+        num_unique = unique.numel()
+        del unique
+        first = torch.full((num_unique,), draw.numel(), dtype=dtype)
+        first.scatter_reduce_(0, inverse, torch.arange(draw.numel(), dtype=dtype), "amin")  # first draw of each
+        del inverse
+        taken = draw[first.sort().values[:count]]
         mask[taken] = True
         count -= taken.numel()
         free -= taken.numel()
