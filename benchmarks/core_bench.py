@@ -99,6 +99,7 @@ def main() -> None:
                 pruner.set_epoch(1)
                 pruner.epoch_order()
 
+            pruner.selection = pruner._order = None  # as `set_epoch` does first: epoch 0's order is let go
             with PeakRSS() as rss:
                 selection = timed(select)
             print(f"{n:>11,} {method:>10} {per_batch:>15.6f} {epoch_updates:>16.3f} {selection:>12.3f}"
