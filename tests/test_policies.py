@@ -323,13 +323,11 @@ def test_every_method_orders_as_recorded_under_its_selection_rules(method, path,
     import hashlib
 
     from emp_hf.core import policies
-    from emp_hf.core import pruner as pruner_module
 
-    if path == "chunked":
+    if path == "chunked":  # the order's in-place gather too: 8,000 kept are two chunks
         monkeypatch.setattr(policies, "_RADIX_MIN", 512)
         monkeypatch.setattr(policies, "_CHUNK", 4096)
         monkeypatch.setattr(policies, "_CHUNKED_SCORES_MIN", 8192)
-        monkeypatch.setattr(pruner_module, "_GATHER_CHUNK", 1000)
     p = DataPruner(20_000, 5, PruningConfig(method=method, prune=0.6, anneal=0.2), seed=11)
     g = torch.Generator().manual_seed(0)
     digest = hashlib.sha256()

@@ -202,6 +202,15 @@ def nonzero_indices(mask: Tensor) -> Tensor:
     return out
 
 
+def gather_in_place(positions: Tensor, values: Tensor) -> Tensor:
+    """`positions` overwritten with `values[positions]`, `_CHUNK` at a time: the result takes the positions'
+    memory instead of a new vector of their size (the epoch order at 10^8 examples: 110 MB for EMP)."""
+    for start in range(0, positions.numel(), _CHUNK):
+        part = positions[start : start + _CHUNK]
+        part.copy_(values.index_select(0, part))
+    return positions
+
+
 def top_k_mask(scores: Tensor | Scores, k: int, generator: torch.Generator | None = None) -> Tensor:
     """Boolean mask of the k largest scores; ties at the threshold drawn at random with `generator`.
 

@@ -30,6 +30,7 @@ from .policies import (
     Selection,
     SelectionContext,
     build_policy,
+    gather_in_place,
     index_dtype,
     seeded_generator,
 )
@@ -50,7 +51,6 @@ SELECTION_RULES = 1
 _SELECT_STREAM = 0x5E1EC7
 _ORDER_STREAM = 0x0DE5
 _ONE = torch.ones(1, dtype=torch.int32)
-_GATHER_CHUNK = 1 << 20
 
 
 def load_scores_file(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
@@ -225,14 +225,10 @@ class DataPruner:
                 size = len(selection)
                 perm = torch.randperm(size, generator=seeded_generator(self.seed, self.epoch, _ORDER_STREAM),
                                       dtype=index_dtype(size))
-                # A full epoch's indices are 0..N-1, so the permutation is the order. Otherwise the permutation
-                # is overwritten with the indices it points to, a chunk at a time: the order takes the
-                # permutation's memory instead of a third vector of the kept size (110 MB for EMP at 10^8).
-                if size < self.num_examples:
-                    for start in range(0, size, _GATHER_CHUNK):
-                        part = perm[start : start + _GATHER_CHUNK]
-                        part.copy_(selection.indices.index_select(0, part))
-                self._order = perm
+                # A full epoch's indices are 0..N-1, so the permutation is the order; otherwise the permutation
+                # becomes the indices it points to, in its own memory.
+                full = size == self.num_examples
+                self._order = perm if full else gather_in_place(perm, selection.indices)
             else:
                 self._order = selection.indices
         return self._order
