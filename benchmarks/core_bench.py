@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from emp_hf.core import BYTES_PER_EXAMPLE, DataPruner, PruningConfig
+from emp_hf.core import BYTES_PER_EXAMPLE, DataPruner, PruningConfig, policies
 from emp_hf.core.policies import index_dtype, nonzero_indices
 
 
@@ -68,7 +68,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--prune", type=float, default=0.7)
     parser.add_argument("--breakdown", action="store_true", help="Also time the steps every selection must take.")
+    parser.add_argument("--packed_min", type=float, default=None,
+                        help="Hold selections packed from this many examples on (default: the library's 2^24); "
+                             "e.g. 1e12 keeps the index form at every size, to compare the two.")
     args = parser.parse_args()
+    if args.packed_min is not None:
+        policies._PACKED_MIN = int(args.packed_min)
+    print(f"selections packed from {policies._PACKED_MIN:,} examples on")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
     print(f"store bytes/example: {BYTES_PER_EXAMPLE}")
     print(f"{'N':>11} {'method':>10} {'update/batch s':>15} {'epoch updates s':>16} {'selection s':>12}")

@@ -307,27 +307,41 @@ PINNED_ORDERS = {
     "emp": ("1.1", "a7af9defaf12b85018789dbe"),
     "eps_greedy": ("1.2", "37ea3e32833b4e58d82a7592"),
     "full": ("1.1", "56834deacc1d063f5eab091b"),
-    "infobatch": ("1.1", "3ab063b1b58c458cfddbadd8"),
+    "infobatch": ("1.2", "e8cf95725ab7af2895aa9ddb"),
     "random": ("1.1", "48c27d7466450fca60820a64"),
     "static_random": ("1.1", "0ab3d36029dcce0038ad87e8"),
     "ucb": ("1.1", "f1e7445b6e41d196f080ef00"),
     "uncertainty": ("1.1", "31580dcaca5d61b970d46d0e"),
 }
 
+PINNED_PACKED_ORDERS = {
+    "elfl": ("2.1", "be9d8e60577b18d35a9c8c21"),
+    "emp": ("2.1", "d3de30e1c96ea958406f242f"),
+    "eps_greedy": ("2.2", "9ed67c0a82b5e9437da76d8c"),
+    "full": ("2.1", "56834deacc1d063f5eab091b"),
+    "infobatch": ("2.2", "12e943c7c06183018c5bacd9"),
+    "random": ("2.1", "ce440cea9e4e2b1d47b3f2e6"),
+    "static_random": ("2.1", "9a0f5b4568d44946c19209be"),
+    "ucb": ("2.1", "bdfdb782845bb97a80372e77"),
+    "uncertainty": ("2.1", "b6edcf9a1ff023e8fcd0e449"),
+}
 
-@pytest.mark.parametrize("path", ["vector", "chunked"])
+
+@pytest.mark.parametrize("path", ["vector", "chunked", "packed"])
 @pytest.mark.parametrize("method", sorted(PINNED_ORDERS))
 def test_every_method_orders_as_recorded_under_its_selection_rules(method, path, monkeypatch):
     """Both routes (one score vector with `kthvalue`; radix passes over chunks, chunked gather of the order) give
-    the recorded orders."""
+    the recorded orders; packed selections (shared rules 2: `shuffled_members` draws the order) theirs."""
     import hashlib
 
     from emp_hf.core import policies
 
-    if path == "chunked":  # the order's in-place gather too: 8,000 kept are two chunks
+    if path in ("chunked", "packed"):  # the order's in-place gather too: 8,000 kept are two chunks
         monkeypatch.setattr(policies, "_RADIX_MIN", 512)
         monkeypatch.setattr(policies, "_CHUNK", 4096)
         monkeypatch.setattr(policies, "_CHUNKED_SCORES_MIN", 8192)
+    if path == "packed":
+        monkeypatch.setattr(policies, "_PACKED_MIN", 8192)
     p = DataPruner(20_000, 5, PruningConfig(method=method, prune=0.6, anneal=0.2), seed=11)
     g = torch.Generator().manual_seed(0)
     digest = hashlib.sha256()
@@ -336,4 +350,5 @@ def test_every_method_orders_as_recorded_under_its_selection_rules(method, path,
         order = p.epoch_order()
         digest.update(order.to(torch.int64).numpy().tobytes())
         p.update(order, torch.rand(len(order), generator=g), torch.rand(len(order), generator=g))
-    assert (p.plan_settings()["selection_rules"], digest.hexdigest()[:24]) == PINNED_ORDERS[method]
+    pinned = PINNED_PACKED_ORDERS if path == "packed" else PINNED_ORDERS
+    assert (p.plan_settings()["selection_rules"], digest.hexdigest()[:24]) == pinned[method]

@@ -16,23 +16,30 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from .packed import PackedMask
 from .scores import ScoreStore
 
 
 class Selection:
-    """The examples of one epoch: ascending indices and, optionally, their loss weights.
+    """The examples of one epoch, and which of them carry a loss weight (InfoBatch's up-weighted ones).
 
-    `Selection.every(n)` is all n examples without an index vector: full epochs (the first, the annealing ones)
-    would otherwise hold 0 .. N-1 beside their shuffled order, 400 MB at 10^8 examples, and write it into every
-    checkpoint. Its `indices` are built on each access, for the callers that need them.
+    Held in one of three forms, each chosen for memory at 10^8 examples:
+    - `Selection(indices)`: ascending indices, below `_PACKED_MIN` examples (the fastest to shuffle);
+    - `Selection.packed(mask)`: a packed mask from `_PACKED_MIN` examples on (12.5 MB at 10^8 whatever the
+      kept fraction, where indices of 65% kept would be 260 MB beside the shuffled order's 260 MB);
+    - `Selection.every(n)`: all n examples with no vector at all (full epochs: the first, the annealing ones).
+    `indices` are built on access in the last two forms, for the callers that need them; `index_chunks`
+    gives them a piece at a time. `upweighted` marks the examples whose loss is multiplied by `weight`.
     """
 
-    __slots__ = ("_indices", "_size", "weights")
+    __slots__ = ("_indices", "_mask", "_size", "upweighted", "weight")
 
-    def __init__(self, indices: Tensor, weights: Tensor | None = None) -> None:
+    def __init__(self, indices: Tensor, upweighted: PackedMask | None = None, weight: float = 1.0) -> None:
         self._indices: Tensor | None = indices
+        self._mask: PackedMask | None = None
         self._size = int(indices.numel())
-        self.weights = weights
+        self.upweighted = upweighted
+        self.weight = float(weight)
 
     @classmethod
     def every(cls, num_examples: int) -> Selection:
@@ -40,13 +47,47 @@ class Selection:
         selection._indices, selection._size = None, int(num_examples)
         return selection
 
+    @classmethod
+    def packed(cls, mask: PackedMask, size: int, upweighted: PackedMask | None = None,
+               weight: float = 1.0) -> Selection:
+        selection = cls(torch.empty(0, dtype=index_dtype(mask.size)), upweighted, weight)
+        selection._indices, selection._mask, selection._size = None, mask, int(size)
+        return selection
+
     @property
     def is_every(self) -> bool:
-        return self._indices is None
+        return self._indices is None and self._mask is None
+
+    @property
+    def mask(self) -> PackedMask | None:
+        """The packed mask of a `Selection.packed`; None in the other forms."""
+        return self._mask
 
     @property
     def indices(self) -> Tensor:
-        return all_indices(self._size) if self._indices is None else self._indices
+        if self._indices is not None:
+            return self._indices
+        if self._mask is None:
+            return all_indices(self._size)
+        return torch.cat(list(self.index_chunks())) if self._size else torch.empty(0, dtype=index_dtype(0))
+
+    def index_chunks(self) -> Iterator[Tensor]:
+        """The ascending indices in pieces of at most `_CHUNK` (one piece for `Selection(indices)`)."""
+        if self._indices is not None:
+            yield self._indices
+            return
+        n = self._mask.size if self._mask is not None else self._size
+        dtype = index_dtype(n)
+        for start in range(0, n, _CHUNK):
+            end = min(n, start + _CHUNK)
+            if self._mask is None:
+                yield torch.arange(start, end, dtype=dtype)
+            else:
+                yield torch.nonzero(self._mask.part(start, end)).squeeze(1).to(dtype).add_(start)
+
+    @property
+    def weighted(self) -> bool:
+        return self.upweighted is not None
 
     def __len__(self) -> int:
         return self._size
@@ -76,6 +117,12 @@ _CHUNK = 1 << 20
 #: as a vector: at 10^8 examples that vector would be 400 MB beside the store, while recomputing a chunk of
 #: `loss + beta * entropy` costs each pass a few percent. Below it (64 MB) the vector is the faster choice.
 _CHUNKED_SCORES_MIN = 1 << 24
+
+#: From this many examples on, a selection is held as a packed mask (`Selection.packed`) and its epoch order is
+#: drawn from that mask by `shuffled_members`, with no sorted index vector beside the order: slower than the
+#: indices' `randperm` and gather (about 2x at 2^24), but at 10^8 examples it keeps InfoBatch's selection within
+#: the store plus one float32 vector. Below it the indices are the faster form.
+_PACKED_MIN = 1 << 24
 
 #: The whole store, as a `part`.
 ALL = slice(None)
@@ -183,7 +230,7 @@ def _threshold(scores: Scores, k: int) -> tuple[Tensor, Tensor | None]:
     return threshold, in_bucket[candidates == threshold]
 
 
-def nonzero_indices(mask: Tensor) -> Tensor:
+def nonzero_indices(mask: Tensor, count: int | None = None) -> Tensor:
     """Ascending positions of the True entries of a 1-D mask, as `index_dtype` integers.
 
     int32 below 2^31 entries halves the memory of a selection and of its shuffled order, and the chunks keep
@@ -192,13 +239,15 @@ def nonzero_indices(mask: Tensor) -> Tensor:
     n = mask.numel()
     if index_dtype(n) == torch.int64 or n <= _CHUNK:
         return torch.nonzero(mask).squeeze(1).to(index_dtype(n))
-    out = torch.empty(int(torch.count_nonzero(mask)), dtype=torch.int32)
+    out = torch.empty(int(torch.count_nonzero(mask)) if count is None else count, dtype=torch.int32)
     filled = 0
     for start in range(0, n, _CHUNK):
         part = torch.nonzero(mask[start : start + _CHUNK]).squeeze(1)
         out[filled : filled + part.numel()] = part
         out[filled : filled + part.numel()] += start
         filled += part.numel()
+    if filled != out.numel():
+        raise RuntimeError(f"the mask has {filled} True entries, not {out.numel()}")
     return out
 
 
@@ -209,6 +258,51 @@ def gather_in_place(positions: Tensor, values: Tensor) -> Tensor:
         part = positions[start : start + _CHUNK]
         part.copy_(values.index_select(0, part))
     return positions
+
+
+#: Buckets of `shuffled_members` (a power of two, at most 128: labels are 7 random bits): a bucket is 1/128 of
+#: the order (a few MB at 10^8 examples, so its shuffle runs in cache).
+_ORDER_BUCKETS = 128
+
+
+def shuffled_members(mask: PackedMask, count: int, generator: torch.Generator) -> Tensor:
+    """The `count` members of a packed set in uniformly random order, built in the order's own memory.
+
+    The shuffle of Rao and Sandelius: every member falls into one of `_ORDER_BUCKETS` buckets independently and
+    uniformly, the buckets are laid out one after another, and each is shuffled on its own. Every permutation
+    is equally likely (for a given order, the bucket sizes that fit it and the shuffles inside them have the
+    same total probability). The members of one mask chunk are sent to the buckets by drawing the chunk's
+    bucket counts (the bincount of i.i.d. labels: multinomial) and cutting a shuffle of the chunk into pieces
+    of those sizes, which is the same distribution as labelling each member. At no point is there a sorted
+    index vector beside the order, and every shuffle is of a cache-sized piece (a `randperm` of millions of
+    entries is cache-bound: about three times slower per entry).
+    """
+    dtype = index_dtype(mask.size)
+    starts = range(0, mask.size, _CHUNK)
+    counts = torch.empty(len(starts), _ORDER_BUCKETS, dtype=torch.int64)
+    for row, start in enumerate(starts):
+        members = mask.count(start, min(mask.size, start + _CHUNK))
+        bits = torch.empty(-(-members // 8), dtype=torch.int64).random_(generator=generator)  # 63 random bits
+        labels = bits.view(torch.uint8)[:members] & (_ORDER_BUCKETS - 1)  # each byte has 7 or 8 of them
+        counts[row] = torch.bincount(labels, minlength=_ORDER_BUCKETS)
+    sizes = counts.sum(0)
+    if int(sizes.sum()) != count:
+        raise ValueError(f"the mask has {int(sizes.sum())} members, not {count}")
+    order = torch.empty(count, dtype=dtype)
+    bounds = [0, *torch.cumsum(sizes, 0).tolist()]
+    cursors = bounds[:-1]
+    for row, start in enumerate(starts):
+        positions = torch.nonzero(mask.part(start, min(mask.size, start + _CHUNK))).squeeze(1).to(dtype).add_(start)
+        shuffled = gather_in_place(torch.randperm(positions.numel(), generator=generator, dtype=dtype), positions)
+        taken = 0
+        for bucket, members in enumerate(counts[row].tolist()):
+            order[cursors[bucket] : cursors[bucket] + members] = shuffled[taken : taken + members]
+            cursors[bucket] += members
+            taken += members
+    for begin, end in zip(bounds[:-1], bounds[1:]):
+        bucket = order[begin:end]
+        bucket.copy_(gather_in_place(torch.randperm(end - begin, generator=generator, dtype=dtype), bucket))
+    return order
 
 
 def top_k_mask(scores: Tensor | Scores, k: int, generator: torch.Generator | None = None) -> Tensor:
@@ -237,8 +331,15 @@ def top_k_mask(scores: Tensor | Scores, k: int, generator: torch.Generator | Non
     return mask
 
 
-def mask_to_selection(mask: Tensor) -> Selection:
-    return Selection(indices=nonzero_indices(mask))
+def mask_to_selection(mask: Tensor, upweighted: Tensor | None = None, weight: float = 1.0,
+                      count: int | None = None) -> Selection:
+    """The selection of the True entries of `mask` (`count` of them, where the caller knows) and the up-weighted
+    ones of `upweighted`, in the form `Selection` prescribes for its size."""
+    up = PackedMask.pack(upweighted) if upweighted is not None else None
+    if mask.numel() >= _PACKED_MIN:
+        count = int(torch.count_nonzero(mask)) if count is None else count
+        return Selection.packed(PackedMask.pack(mask), count, up, weight)
+    return Selection(nonzero_indices(mask, count), up, weight)
 
 
 def random_subset(candidates: Tensor, count: int, generator: torch.Generator) -> Tensor:
@@ -400,6 +501,7 @@ class InfoBatchPolicy(SelectionPolicy):
     name = "infobatch"
     default_anneal = 0.125
     exact_plan = False
+    rules_version = 2  # 1: the kept well-learned examples were the top of N uniform keys; 2: `exact_random_subset`
     #: Planning assumption: half of the examples score below the mean.
     assumed_well_learned_fraction: ClassVar[float] = 0.5
 
@@ -414,12 +516,11 @@ class InfoBatchPolicy(SelectionPolicy):
             mean = store.loss.masked_fill(~seen, 0.0).sum() / store.num_seen
             well_learned = seen & (store.loss < mean)
         well_count = int(torch.count_nonzero(well_learned))
-        kept_well = random_subset_mask(well_learned, round((1.0 - ctx.prune) * well_count), ctx.generator)
-        keep_mask = kept_well.logical_or_(~well_learned)
-        indices = nonzero_indices(keep_mask)
-        upweighted = well_learned.index_select(0, indices)
-        weights = torch.where(upweighted, torch.tensor(1.0 / (1.0 - ctx.prune)), torch.tensor(1.0))
-        return Selection(indices=indices, weights=weights)
+        kept_count = round((1.0 - ctx.prune) * well_count)
+        kept_well = exact_random_subset(well_learned, kept_count, ctx.generator, total=well_count)
+        keep_mask = well_learned.logical_not_().logical_or_(kept_well)  # the rest, and the drawn well-learned
+        return mask_to_selection(keep_mask, upweighted=kept_well, weight=1.0 / (1.0 - ctx.prune),
+                                 count=store.num_examples - well_count + kept_count)
 
     def planned_size(self, num_examples: int, keep: int) -> int:
         prune = 1.0 - keep / num_examples
@@ -452,11 +553,9 @@ class EpsGreedyPolicy(UncertaintyPolicy):
 def draw_unmasked(mask: Tensor, count: int, generator: torch.Generator) -> Tensor:
     """`mask` (modified in place) with `count` more of its False entries set, drawn uniformly without replacement.
 
-    Rejection sampling: uniform positions are drawn in rounds, those already set (or drawn earlier) are
-    dropped, and the first `count` survivors in draw order are taken, which is a uniform subset of the unset
-    entries (the sequential draw without replacement). Where the unset entries are plentiful (eps-greedy: eps k
-    of N - (1 - eps) k) a round draws barely more than `count` positions, instead of N keys and a threshold
-    over them. Dense requests (more than half of the unset entries) fall back to `random_subset_mask`.
+    Rejection sampling (`_draw_rounds`): where the unset entries are plentiful (eps-greedy: eps k of
+    N - (1 - eps) k) a round draws barely more than `count` positions, instead of N keys and a threshold over
+    them. Dense requests (more than half of the unset entries) fall back to `random_subset_mask`.
     """
     n = mask.numel()
     free = n - int(torch.count_nonzero(mask))
@@ -466,12 +565,28 @@ def draw_unmasked(mask: Tensor, count: int, generator: torch.Generator) -> Tenso
         return mask
     if 2 * count > free:
         return mask.logical_or_(random_subset_mask(~mask, count, generator))
+    _draw_rounds(n, count, free, lambda draw: ~mask[draw], partial(_set, mask, True), generator)
+    return mask
+
+
+def _set(mask: Tensor, value: bool, positions: Tensor) -> None:
+    mask[positions] = value
+
+
+def _draw_rounds(n: int, count: int, free: int, eligible: Callable[[Tensor], Tensor],
+                 take: Callable[[Tensor], object], generator: torch.Generator) -> None:
+    """Take `count` of the `free` eligible positions in [0, n), drawn uniformly without replacement.
+
+    Uniform positions are drawn in rounds, those not eligible (`eligible(draw)` False: already taken, or never
+    candidates) are dropped, and the first `count` distinct survivors in draw order are taken (`take` must make
+    them ineligible for the next round): the sequential draw without replacement, so a uniform subset.
+    """
     dtype = index_dtype(n)  # positions and draw numbers in int32 where they fit: half the temporaries at 10^8
     while count > 0:
         # expected survivors of a round: draws x (free / n), fewer the repeats; 10% and 64 spare
         size = int(count * n / free * 1.1) + 64
         draw = torch.randint(n, (size,), generator=generator, dtype=dtype)
-        draw = draw[~mask[draw]]
+        draw = draw[eligible(draw)]
         unique, inverse = torch.unique(draw, sorted=True, return_inverse=True)
         num_unique = unique.numel()
         del unique
@@ -479,10 +594,60 @@ def draw_unmasked(mask: Tensor, count: int, generator: torch.Generator) -> Tenso
         first.scatter_reduce_(0, inverse, torch.arange(draw.numel(), dtype=dtype), "amin")  # first draw of each
         del inverse
         taken = draw[first.sort().values[:count]]
-        mask[taken] = True
+        take(taken)
         count -= taken.numel()
         free -= taken.numel()
-    return mask
+
+
+#: Bits of the uniform integer each candidate draws in `exact_random_subset`: its inclusion probability is
+#: the requested fraction to within 2^-16, and the count is then made exact.
+_LANE_BITS = 15
+
+
+def exact_random_subset(candidates: Tensor, count: int, generator: torch.Generator, total: int | None = None) -> Tensor:
+    """A new mask of `count` of the True entries of `candidates`, drawn uniformly without replacement.
+
+    Each candidate is first included on its own with probability about count / candidates, from 15 random bits
+    (four candidates per 64-bit draw: no float keys, no threshold search over them), and the few surplus
+    (or missing) entries are then removed (added) by `_draw_rounds`. Both steps are exchangeable, so every
+    subset of `count` candidates is equally likely. About a fifth of the time of `random_subset_mask`'s
+    uniform keys and top-k at 10^7 examples. `total`: the number of candidates, where the caller knows it.
+    """
+    n = candidates.numel()
+    total = int(torch.count_nonzero(candidates)) if total is None else total
+    if not 0 <= count <= total:
+        raise ValueError(f"cannot draw {count} of {total} candidates")
+    if count == total:
+        return candidates.clone()
+    chosen = torch.zeros(n, dtype=torch.bool)
+    if count == 0:
+        return chosen
+    below = round(count / total * (1 << _LANE_BITS))  # a lane value below this includes its candidate
+    for start in range(0, n, _CHUNK):
+        end = min(n, start + _CHUNK)
+        lanes = torch.empty(-(-(end - start) // 4), dtype=torch.int64).random_(generator=generator)
+        lanes = lanes.view(torch.int16)[: end - start] & ((1 << _LANE_BITS) - 1)  # int64 random_ fills 63 bits
+        torch.lt(lanes, below, out=chosen[start:end]).logical_and_(candidates[start:end])
+    have = int(torch.count_nonzero(chosen))
+    if have > count:  # drop the surplus: uniform among the chosen
+        _draw_fitting(n, have - count, have, lambda d: chosen[d], partial(_set, chosen, False),
+                      lambda: chosen, generator)
+    elif have < count:  # add the missing: uniform among the candidates not chosen
+        _draw_fitting(n, count - have, total - have, lambda d: candidates[d] & ~chosen[d],
+                      partial(_set, chosen, True), lambda: candidates & ~chosen, generator)
+    return chosen
+
+
+def _draw_fitting(n: int, count: int, free: int, eligible: Callable[[Tensor], Tensor],
+                  take: Callable[[Tensor], object], eligible_mask: Callable[[], Tensor],
+                  generator: torch.Generator) -> None:
+    """`_draw_rounds`, or, where the eligible entries are too few for rejection to pay (under 1/64 of n, or
+    fewer than twice `count`), an exact draw among their positions."""
+    if 64 * free >= n and 2 * count <= free:
+        _draw_rounds(n, count, free, eligible, take, generator)
+        return
+    positions = torch.nonzero(eligible_mask()).squeeze(1)
+    take(random_subset(positions, count, generator))
 
 
 @register_policy

@@ -24,7 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import policies
 from .config import PruningConfig
+from .packed import PackedMask
 from .policies import (
     Scores,
     Selection,
@@ -33,6 +35,7 @@ from .policies import (
     gather_in_place,
     index_dtype,
     seeded_generator,
+    shuffled_members,
 )
 from .report import PruningReport
 from .schedule import PruningSchedule, kept_count
@@ -48,6 +51,9 @@ NONFINITE_LIMIT = 0.5
 #: `rules_version` it goes into `plan_settings`, so a checkpoint written by code that would select or order
 #: differently refuses to resume. Raise it whenever the same state, seed and epoch would give another order.
 SELECTION_RULES = 1
+#: The same from `_PACKED_MIN` examples on, where the order of a pruning epoch is `shuffled_members`' (version 2;
+#: version 1 gathered the sorted indices in `randperm` order there too).
+PACKED_SELECTION_RULES = 2
 _SELECT_STREAM = 0x5E1EC7
 _ORDER_STREAM = 0x0DE5
 _ONE = torch.ones(1, dtype=torch.int32)
@@ -207,9 +213,10 @@ class DataPruner:
             if selection.is_every:
                 self.store.times_selected.add_(1)
             else:
-                self.store.times_selected.index_add_(0, selection.indices, _ONE.expand(len(selection)))
+                for part in selection.index_chunks():
+                    self.store.times_selected.index_add_(0, part, _ONE.expand(part.numel()))
         self.epoch, self.selection = epoch, selection
-        self.report.record_selection(epoch, None if full else selection.indices, len(selection), mean_score)
+        self.report.record_selection(epoch, None if full else selection.index_chunks(), len(selection), mean_score)
 
     def _ensure_epoch(self) -> Selection:
         if self.selection is None:
@@ -221,16 +228,18 @@ class DataPruner:
         """The epoch's global training order: the selection shuffled by (seed, epoch)."""
         selection = self._ensure_epoch()
         if self._order is None:
-            if self.shuffle:
+            if not self.shuffle:
+                self._order = selection.indices
+            elif selection.mask is not None:  # from `_PACKED_MIN` examples on: no sorted indices beside the order
+                generator = seeded_generator(self.seed, self.epoch, _ORDER_STREAM)
+                self._order = shuffled_members(selection.mask, len(selection), generator)
+            else:
                 size = len(selection)
                 perm = torch.randperm(size, generator=seeded_generator(self.seed, self.epoch, _ORDER_STREAM),
                                       dtype=index_dtype(size))
                 # A full epoch's indices are 0..N-1, so the permutation is the order; otherwise the permutation
                 # becomes the indices it points to, in its own memory.
-                full = size == self.num_examples
-                self._order = perm if full else gather_in_place(perm, selection.indices)
-            else:
-                self._order = selection.indices
+                self._order = perm if selection.is_every else gather_in_place(perm, selection.indices)
         return self._order
 
     def epoch_size(self) -> int:
@@ -287,19 +296,20 @@ class DataPruner:
     @property
     def weighted(self) -> bool:
         """True when this epoch's selection carries loss weights (infobatch's pruning epochs)."""
-        return self._ensure_epoch().weights is not None
+        return self._ensure_epoch().weighted
 
     def dense_loss_weights(self, device: torch.device | str | None = None) -> Tensor | None:
         """This epoch's loss weight of every example as one (N,) float32 tensor on `device` (None when the
         epoch has no weights), built once per epoch: a step indexes it on the device, with no host round trip."""
         selection = self._ensure_epoch()
-        if selection.weights is None:
+        if selection.upweighted is None:
             return None
         device = torch.device(device) if device is not None else torch.device("cpu")
         cached = self._dense_weights
         if cached is None or cached[0] is not selection or cached[1].device != device:
             dense = torch.ones(self.num_examples, dtype=torch.float32)
-            dense[selection.indices] = selection.weights.to(torch.float32)
+            for start, upweighted in selection.upweighted.parts():
+                dense[start : start + upweighted.numel()].masked_fill_(upweighted, selection.weight)
             self._dense_weights = (selection, dense.to(device))
         return self._dense_weights[1]  # type: ignore[index]
 
@@ -307,12 +317,10 @@ class DataPruner:
         """Per-example loss weights for a batch (1 except for infobatch's kept well-learned examples)."""
         indices = torch.as_tensor(indices).reshape(-1)
         selection = self._ensure_epoch()
-        if selection.weights is None:
+        if selection.upweighted is None:
             return torch.ones(indices.numel(), dtype=torch.float32, device=indices.device)
-        cpu_idx = indices.detach().cpu().to(selection.indices.dtype)
-        pos = torch.searchsorted(selection.indices, cpu_idx).clamp_(max=len(selection) - 1)
-        found = selection.indices[pos] == cpu_idx
-        weights = torch.where(found, selection.weights[pos], torch.ones_like(selection.weights[pos]))
+        upweighted = selection.upweighted.lookup(indices.detach().cpu().to(torch.int64))
+        weights = torch.where(upweighted, selection.weight, 1.0).to(torch.float32)
         return weights.to(indices.device)
 
     # ------------------------------------------------------------ reporting
@@ -336,8 +344,12 @@ class DataPruner:
             if selection is None:
                 return None
             if selection.is_every:
-                return {"every": len(selection), "weights": None}
-            return {"indices": selection.indices.clone(), "weights": selection.weights}
+                return {"every": len(selection)}
+            up = selection.upweighted
+            weights = {"upweighted": None if up is None else up.data.clone(), "weight": selection.weight}
+            if selection.mask is not None:
+                return {"packed": selection.mask.data.clone(), "size": len(selection), **weights}
+            return {"indices": selection.indices.clone(), **weights}
 
         return {
             "plan": self.plan_settings(),
@@ -357,7 +369,11 @@ class DataPruner:
         settings = {k: v for k, v in self.config.to_dict().items() if k not in ("static_scores_file", "pruning_seed")}
         return {**settings, "pruning_seed": self.seed, "num_epochs": self.schedule.num_epochs,
                 "num_examples": self.num_examples, "static_scores": self.static_digest,
-                "selection_rules": f"{SELECTION_RULES}.{self.policy.rules_version}", **self.run_facts}
+                "selection_rules": f"{self.shared_rules}.{self.policy.rules_version}", **self.run_facts}
+
+    @property
+    def shared_rules(self) -> int:
+        return PACKED_SELECTION_RULES if self.num_examples >= policies._PACKED_MIN else SELECTION_RULES
 
     def load_state_dict(self, state: dict[str, Any], source: str = "pruning state") -> None:
         """Restore a checkpointed state; refused, naming each setting with its old and new value, if it was
@@ -391,11 +407,21 @@ class DataPruner:
                 if int(packed["every"]) != self.num_examples:
                     raise ValueError(f"a full epoch of {packed['every']} examples for {self.num_examples}")
                 return Selection.every(self.num_examples)
+            if packed.get("weights") is not None:  # per-example weights: InfoBatch before its rules version 2
+                raise ValueError("InfoBatch loss weights of an earlier emp-hf")
+            up = packed.get("upweighted")
+            up = None if up is None else PackedMask(up, self.num_examples)
+            weight = float(packed.get("weight", 1.0))
+            if "packed" in packed:
+                mask = PackedMask(packed["packed"], self.num_examples)
+                if mask.count() != int(packed["size"]):
+                    raise ValueError(f"a packed selection of {mask.count()} examples saved as {packed['size']}")
+                return Selection.packed(mask, int(packed["size"]), up, weight)
             indices = packed["indices"]
-            if packed["weights"] is None and indices.numel() == self.num_examples and bool(
+            if up is None and indices.numel() == self.num_examples and bool(
                     torch.equal(indices, torch.arange(self.num_examples, dtype=indices.dtype))):
                 return Selection.every(self.num_examples)  # a full epoch saved by an earlier emp-hf, as 0 .. N-1
-            return Selection(indices, packed["weights"])
+            return Selection(indices, up, weight)
 
         self.seed = int(state["seed"])
         self.epoch = state["epoch"]

@@ -8,6 +8,7 @@ time, some of the time, or not once. Full-data epochs are not counted there.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,16 @@ class PruningReport:
     labels: Tensor | None = field(default=None, repr=False)
     epochs: dict[int, EpochRecord] = field(default_factory=dict)
 
-    def record_selection(self, epoch: int, kept: Tensor | None, count: int, mean_score: float | None) -> None:
-        """`kept`: the indices of a pruning epoch's selection; None for a full epoch (every example)."""
+    def record_selection(self, epoch: int, kept: Iterable[Tensor] | None, count: int,
+                         mean_score: float | None) -> None:
+        """`kept`: the indices of a pruning epoch's selection, in pieces; None for a full epoch (every example)."""
         full = kept is None
         per_class = None
         if self.labels is not None and kept is not None:
             totals = torch.bincount(self.labels)
-            chosen = torch.bincount(self.labels[kept], minlength=totals.numel())
+            chosen = torch.zeros_like(totals)
+            for part in kept:
+                chosen += torch.bincount(self.labels[part], minlength=totals.numel())
             per_class = {
                 str(c): round(float(chosen[c]) / float(totals[c]), 6) for c in range(totals.numel()) if totals[c] > 0
             }
