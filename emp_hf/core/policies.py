@@ -34,25 +34,24 @@ class Selection:
 
     __slots__ = ("_indices", "_mask", "_size", "upweighted", "weight")
 
-    def __init__(self, indices: Tensor, upweighted: PackedMask | None = None, weight: float = 1.0) -> None:
-        self._indices: Tensor | None = indices
-        self._mask: PackedMask | None = None
-        self._size = int(indices.numel())
+    def __init__(self, indices: Tensor | None, upweighted: PackedMask | None = None, weight: float = 1.0, *,
+                 mask: PackedMask | None = None, size: int | None = None) -> None:
+        if indices is not None:
+            size = indices.numel()
+        elif size is None:
+            raise ValueError("a selection held without indices needs its `size`")
+        self._indices, self._mask, self._size = indices, mask, int(size)
         self.upweighted = upweighted
         self.weight = float(weight)
 
     @classmethod
     def every(cls, num_examples: int) -> Selection:
-        selection = cls(torch.empty(0, dtype=index_dtype(num_examples)))
-        selection._indices, selection._size = None, int(num_examples)
-        return selection
+        return cls(None, size=num_examples)
 
     @classmethod
     def packed(cls, mask: PackedMask, size: int, upweighted: PackedMask | None = None,
                weight: float = 1.0) -> Selection:
-        selection = cls(torch.empty(0, dtype=index_dtype(mask.size)), upweighted, weight)
-        selection._indices, selection._mask, selection._size = None, mask, int(size)
-        return selection
+        return cls(None, upweighted, weight, mask=mask, size=size)
 
     @property
     def is_every(self) -> bool:
