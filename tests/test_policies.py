@@ -161,6 +161,8 @@ def test_kth_largest_radix_pass_equals_kthvalue():
         torch.cat([torch.full((n // 2,), float("inf")), torch.rand(n - n // 2, generator=g)]),  # unseen = inf
         torch.rand(n, generator=g) * 1e-30,  # tiny values, one bucket
         torch.cat([torch.zeros(n // 2), -torch.zeros(n - n // 2)]),  # +0 and -0
+        torch.cat([torch.full((n // 3,), -float("inf")), torch.randn(n - n // 3, generator=g) * 1e20]),  # -inf, huge
+        -torch.rand(n, generator=g),  # all negative: the sign bit set everywhere
     ]
     for scores in cases:
         for k in (1, 7, n // 3, n - 1, n):
