@@ -188,3 +188,38 @@ def test_infobatch_keeps_what_is_not_well_learned_and_upweights_exactly_the_draw
         weights = p.loss_weights(torch.arange(n))
         assert torch.equal(weights, torch.where(kept & well, torch.tensor(1 / (1.0 - 0.7)), torch.tensor(1.0)))
         assert torch.equal(p.dense_loss_weights(), weights)
+
+
+def test_a_selection_refuses_per_example_float_weights_with_the_way_to_build_its_up_weighted_mask():
+    from emp_hf.core import Selection
+
+    with pytest.raises(TypeError, match="mask_to_selection"):
+        Selection(torch.arange(3), torch.ones(3))
+    with pytest.raises(TypeError, match="weights"):
+        Selection(torch.arange(3), weights=torch.ones(3))
+
+
+@pytest.mark.parametrize("packed_min", [1 << 40, 16])
+def test_a_user_policy_with_loss_weights_through_mask_to_selection(packed_min, monkeypatch):
+    """The way a user-written policy returns a weighted selection works in both forms."""
+    from emp_hf.core import POLICIES, SelectionPolicy, mask_to_selection
+
+    class EvenUpweightFours(SelectionPolicy):
+        name = "even_up4"
+
+        def select(self, ctx):
+            n = ctx.store.num_examples
+            keep = torch.arange(n) % 2 == 0
+            return mask_to_selection(keep, upweighted=torch.arange(n) % 4 == 0, weight=3.0)
+
+    monkeypatch.setitem(POLICIES, "even_up4", EvenUpweightFours)
+    monkeypatch.setattr(policies, "_PACKED_MIN", packed_min)
+    p = DataPruner(40, 3, PruningConfig(method="even_up4", prune=0.5, anneal=0.0), seed=0)
+    p.set_epoch(0)
+    p.update(torch.arange(40), torch.rand(40))
+    p.set_epoch(1)
+    assert (p.selection.mask is not None) == (packed_min == 16)
+    assert sorted(p.epoch_order().tolist()) == list(range(0, 40, 2))
+    expected = torch.where(torch.arange(40) % 4 == 0, 3.0, 1.0)
+    assert torch.equal(p.loss_weights(torch.arange(40)), expected)
+    assert torch.equal(p.dense_loss_weights(), expected)

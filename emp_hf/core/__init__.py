@@ -3,8 +3,17 @@
 from .buffer import ScoreBuffer
 from .config import PruningConfig
 from .distributed import gather_updates
+from .packed import PackedMask
 from .per_example import classification_scores, regression_scores
-from .policies import POLICIES, Selection, SelectionContext, SelectionPolicy, register_policy, top_k_mask
+from .policies import (
+    POLICIES,
+    Selection,
+    SelectionContext,
+    SelectionPolicy,
+    mask_to_selection,
+    register_policy,
+    top_k_mask,
+)
 from .pruner import DataPruner, load_scores_file
 from .report import PruningReport, save_json
 from .sampler import PruningSampler
@@ -15,6 +24,7 @@ __all__ = [
     "BYTES_PER_EXAMPLE",
     "DataPruner",
     "POLICIES",
+    "PackedMask",
     "PruningConfig",
     "PruningReport",
     "PruningSampler",
@@ -28,6 +38,7 @@ __all__ = [
     "gather_updates",
     "kept_count",
     "load_scores_file",
+    "mask_to_selection",
     "regression_scores",
     "register_policy",
     "save_json",

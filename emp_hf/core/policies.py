@@ -40,6 +40,12 @@ class Selection:
             size = indices.numel()
         elif size is None:
             raise ValueError("a selection held without indices needs its `size`")
+        if upweighted is not None and not isinstance(upweighted, PackedMask):
+            raise TypeError(
+                f"`Selection(upweighted=...)` takes a PackedMask over all examples, got {type(upweighted).__name__}. "
+                "A policy returns `mask_to_selection(keep_mask, upweighted=upweighted_mask, weight=w)` with bool "
+                "masks over all examples (it packs them and picks the form for the size); per-example float weights "
+                "were replaced by this in emp-hf's InfoBatch rules 1.2.")
         self._indices, self._mask, self._size = indices, mask, int(size)
         self.upweighted = upweighted
         self.weight = float(weight)
