@@ -402,8 +402,7 @@ class PruningMixin:
         if self._train_start is None:
             self._train_start = time.time()
         self._pruning_sampler.set_epoch(epoch)
-        if self.pruner.weighted:  # built and copied to the device here, once, not inside a training step
-            self.pruner.dense_loss_weights(self.args.device)
+        self.pruner.prepare_loss_weights(self.args.device)  # here, once, not inside a training step
         steps_in_epoch = len(train_dataloader)
         num_update_steps_per_epoch = math.ceil(steps_in_epoch / self.args.gradient_accumulation_steps)
         if self.pruner.exact_plan and steps_in_epoch != self._epoch_batches[epoch]:
@@ -569,9 +568,7 @@ class PruningMixin:
                 "with one row per example in the autograd graph (`logits`, or TRL's `log_probs`); this model's "
                 "training output has none. Use a method without loss weights (emp, random, ucb, ...)."
             )
-        dense = self.pruner.dense_loss_weights(rows.device)
-        assert dense is not None
-        weights = dense[indices.to(rows.device)].to(rows.dtype)  # indexed on the device: no host round trip
+        weights = self.pruner.loss_weights(indices.to(rows.device)).to(rows.dtype)  # on the device: no host sync
         shape = (-1,) + (1,) * (rows.dim() - 1)
         rows.register_hook(lambda grad: grad * weights.view(shape))
 

@@ -223,3 +223,20 @@ def test_a_user_policy_with_loss_weights_through_mask_to_selection(packed_min, m
     expected = torch.where(torch.arange(40) % 4 == 0, 3.0, 1.0)
     assert torch.equal(p.loss_weights(torch.arange(40)), expected)
     assert torch.equal(p.dense_loss_weights(), expected)
+
+
+def test_loss_weights_on_the_cpu_read_the_packed_mask_and_hold_no_dense_vector():
+    p = DataPruner(200, 4, PruningConfig(method="infobatch", prune=0.5, anneal=0.0), seed=1)
+    p.set_epoch(0)
+    assert p.prepare_loss_weights("cpu") is False  # a full epoch: no weights
+    losses = torch.rand(200, generator=torch.Generator().manual_seed(3))
+    p.update(torch.arange(200), losses)
+    p.set_epoch(1)
+    assert p.prepare_loss_weights("cpu") is True and p._dense_weights is None
+    idx = torch.tensor([5, 17, 199, 0, 17])
+    kept_well = torch.zeros(200, dtype=torch.bool)
+    kept_well[p.selection.indices.long()] = True
+    kept_well &= losses < losses.mean()
+    assert torch.equal(p.loss_weights(idx), torch.where(kept_well[idx], 2.0, 1.0))
+    assert p._dense_weights is None  # still none: looked up in the packed mask
+    assert torch.equal(p.dense_loss_weights("cpu")[idx], p.loss_weights(idx))

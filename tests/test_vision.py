@@ -296,3 +296,18 @@ def test_vision_sweep_variants_name_runs_and_rows(tmp_path):
     bad = subprocess.run([*cmd[:2], "--name", "w", "--runs_dir", str(tmp_path), "--variants", "no anneal:--anneal 0"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--variants labels" in bad.stderr and not (tmp_path / "w").exists()
+
+
+def test_a_last_batch_of_one_example_joins_the_one_before():
+    """BatchNorm cannot train on one example, and InfoBatch's epoch sizes leave one at random: no batch of one,
+    no example dropped, at any share."""
+    from emp_hf.vision.loop import batch_of, batches_in
+
+    for batch_size in (1, 2, 5):
+        for share in range(0, 23):
+            order = torch.arange(share)
+            steps = batches_in(share, batch_size)
+            batches = [batch_of(order, b, steps, batch_size) for b in range(steps)]
+            assert torch.equal(torch.cat(batches) if batches else order, order), (share, batch_size)
+            assert all(len(x) >= min(2, share, batch_size) for x in batches), (share, batch_size)
+            assert all(len(x) <= batch_size + 1 for x in batches)

@@ -59,6 +59,11 @@ _ORDER_STREAM = 0x0DE5
 _ONE = torch.ones(1, dtype=torch.int32)
 
 
+def _same_device(held: torch.device, asked: torch.device) -> bool:
+    """`asked` may name no index ("cuda"); a tensor's device always has one ("cuda:0")."""
+    return held == asked or (asked.index is None and held.type == asked.type)
+
+
 def load_scores_file(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
     """One float per example, and what the file says about them: from a scoring run's .pt file
     (scripts/static_scores.py: the scores with their direction and cost), or from a plain .pt tensor, .npy
@@ -298,30 +303,46 @@ class DataPruner:
         """True when this epoch's selection carries loss weights (infobatch's pruning epochs)."""
         return self._ensure_epoch().weighted
 
+    def prepare_loss_weights(self, device: torch.device | str) -> bool:
+        """Get this epoch's loss weights ready for `loss_weights` on `device`, before its first step; True when the
+        epoch has weights (InfoBatch's pruning epochs). On an accelerator they are one (N,) float32 tensor built
+        on the device (a step indexes it there: no host round trip); on the CPU the selection's packed mask is
+        read directly, so no N-sized float vector is held (0.37 GiB at 10^8 examples)."""
+        if not self.weighted:
+            return False
+        device = torch.device(device)
+        if device.type != "cpu":
+            self.dense_loss_weights(device)
+        return True
+
     def dense_loss_weights(self, device: torch.device | str | None = None) -> Tensor | None:
         """This epoch's loss weight of every example as one (N,) float32 tensor on `device` (None when the
-        epoch has no weights), built once per epoch: a step indexes it on the device, with no host round trip."""
+        epoch has no weights), built on the device a chunk at a time and kept for the epoch."""
         selection = self._ensure_epoch()
         if selection.upweighted is None:
             return None
         device = torch.device(device) if device is not None else torch.device("cpu")
         cached = self._dense_weights
-        if cached is None or cached[0] is not selection or cached[1].device != device:
-            dense = torch.ones(self.num_examples, dtype=torch.float32)
+        if cached is None or cached[0] is not selection or not _same_device(cached[1].device, device):
+            self._dense_weights = None
+            dense = torch.ones(self.num_examples, dtype=torch.float32, device=device)
             for start, upweighted in selection.upweighted.parts():
-                dense[start : start + upweighted.numel()].masked_fill_(upweighted, selection.weight)
-            self._dense_weights = (selection, dense.to(device))
+                dense[start : start + upweighted.numel()].masked_fill_(upweighted.to(device), selection.weight)
+            self._dense_weights = (selection, dense)
         return self._dense_weights[1]  # type: ignore[index]
 
     def loss_weights(self, indices: Tensor) -> Tensor:
-        """Per-example loss weights for a batch (1 except for infobatch's kept well-learned examples)."""
+        """Per-example loss weights of a batch, float32 on the batch's device (1 except for InfoBatch's kept
+        well-learned examples). Inside a step on an accelerator call `prepare_loss_weights` first, at the epoch
+        start: then this is one indexing on the device."""
         indices = torch.as_tensor(indices).reshape(-1)
         selection = self._ensure_epoch()
         if selection.upweighted is None:
             return torch.ones(indices.numel(), dtype=torch.float32, device=indices.device)
-        upweighted = selection.upweighted.lookup(indices.detach().cpu().to(torch.int64))
-        weights = torch.where(upweighted, selection.weight, 1.0).to(torch.float32)
-        return weights.to(indices.device)
+        if indices.device.type != "cpu":
+            return self.dense_loss_weights(indices.device)[indices]  # type: ignore[index]
+        upweighted = selection.upweighted.lookup(indices.to(torch.int64))
+        return torch.where(upweighted, selection.weight, 1.0).to(torch.float32)
 
     # ------------------------------------------------------------ reporting
     def summary(self, **extra: Any) -> dict[str, Any]:

@@ -128,7 +128,23 @@ def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int, budget: in
 
 
 def _steps_of(sizes: list[int], world: int, batch_size: int) -> list[int]:
-    return [math.ceil(math.ceil(size / world) / batch_size) for size in sizes]
+    return [batches_in(math.ceil(size / world), batch_size) for size in sizes]
+
+
+def batches_in(share: int, batch_size: int) -> int:
+    """Batches of `share` examples: a last batch of one example joins the one before it. BatchNorm cannot train
+    on one example, and InfoBatch's data-dependent epoch sizes would leave one at random (about one pruning
+    epoch in `batch_size`), stopping a long run with a BatchNorm error; no example is dropped."""
+    steps = math.ceil(share / batch_size)
+    return steps - 1 if steps > 1 and share % batch_size == 1 else steps
+
+
+def batch_of(order: torch.Tensor, b: int, steps: int, batch_size: int) -> torch.Tensor:
+    """Batch `b` of the `steps` of an epoch's `order` (`batches_in`: the last may take one example more)."""
+    end = (b + 1) * batch_size
+    if b == steps - 1 and order.numel() - end == 1:
+        end += 1
+    return order[b * batch_size : end]
 
 
 #: A static run's scoring cost, carried from the report into metrics.json's `final` (docs/static_scores.md).
@@ -245,12 +261,12 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
             augment_gen = torch.Generator(device).manual_seed(int(augment_gen.initial_seed()))
 
         model.train()
-        dense_weights = pruner.dense_loss_weights(device)  # None but in infobatch's pruning epochs
+        weighted = pruner.prepare_loss_weights(device)  # False but in infobatch's pruning epochs
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         trained = 0  # this rank's examples this epoch (a budget-cut epoch stops before the end of its order)
         for b in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not (main and vargs.progress)):
-            idx = order[b * vargs.batch_size:(b + 1) * vargs.batch_size]
+            idx = batch_of(order, b, steps, vargs.batch_size)
             trained += idx.numel()
             images, labels = data.train_images[idx], data.train_labels[idx]
             if vargs.augment:
@@ -259,7 +275,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
             with accelerator.autocast():
                 logits = model(inputs)
             loss_i, entropy_i = classification_scores(logits, labels)
-            weights = dense_weights[idx] if dense_weights is not None else 1.0  # on the device
+            weights = pruner.loss_weights(idx) if weighted else 1.0  # on the device
             loss = (loss_i * weights).mean()
             accelerator.backward(loss)
             optimizer.step()

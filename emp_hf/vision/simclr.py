@@ -30,7 +30,7 @@ from ..core.contrastive import SSL_SCORES, nt_xent_terms, view_distance
 from ..core.policies import seeded_generator
 from .augment import draw_view_params, normalise, random_crop_flip, simclr_view
 from .data import AUGMENTATION, DATASETS, ImageData, apply_variants, load_image_data
-from .loop import _steps_per_epoch, resume_run, save_checkpoint
+from .loop import _steps_per_epoch, batch_of, resume_run, save_checkpoint
 from .models import build_model
 from .optim import StepPlan, build_schedule
 
@@ -161,15 +161,15 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
         plan.steps_per_epoch[:] = _steps_per_epoch(pruner, world, args.batch_size)  # infobatch: real sizes
         # Both views of every example for this epoch, a function of (seed, epoch, example) only.
         draws = draw_view_params(n, seeded_generator(args.seed, epoch, _VIEW_STREAM)).to(device)
-        dense_weights = pruner.dense_loss_weights(device)  # None but in infobatch's pruning epochs
+        weighted = pruner.prepare_loss_weights(device)  # False but in infobatch's pruning epochs
         model.train()
         loss_sum = torch.zeros((), device=device)
         for b in tqdm(range(plan.steps_per_epoch[epoch]), desc=f"epoch {epoch}", leave=False,
                       disable=not (main and args.progress)):
-            idx = order[b * args.batch_size:(b + 1) * args.batch_size]
+            idx = batch_of(order, b, plan.steps_per_epoch[epoch], args.batch_size)
             terms, distance = contrastive_forward(model, data.train_images[idx], draws[idx], args, mean, std,
                                                   layout, accelerator.autocast)
-            weights = dense_weights[idx] if dense_weights is not None else 1.0
+            weights = pruner.loss_weights(idx) if weighted else 1.0
             loss = (terms * weights).mean()
             accelerator.backward(loss)
             optimizer.step()

@@ -9,7 +9,6 @@ report.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -20,7 +19,7 @@ from ..core.policies import seeded_generator
 from ..core.static import KEEP, STATIC_SCORES, ForgettingCounter, ScoreAccumulator, grand
 from .augment import normalise, random_crop_flip
 from .data import AUGMENTATION, apply_variants, load_image_data
-from .loop import VisionArguments
+from .loop import VisionArguments, batch_of, batches_in
 from .models import build_model
 from .optim import StepPlan, build_optimizer, build_schedule
 
@@ -68,15 +67,16 @@ def compute_static_scores(sargs: StaticScoreArguments, vargs: VisionArguments, d
                                     vargs.weight_decay)
         # The training recipe of the pruned run (optimizer and schedule), on the scoring run's short horizon:
         # a constant high LR leaves a model whose eval-mode predictions are near chance after a few epochs.
-        plan = StepPlan([math.ceil(n / vargs.batch_size)] * sargs.score_epochs)
+        steps = batches_in(n, vargs.batch_size)
+        plan = StepPlan([steps] * sargs.score_epochs)
         scheduler = build_schedule(vargs.schedule, optimizer, plan, sargs.score_epochs)
         forgetting = ForgettingCounter(n)
         augment_gen = torch.Generator(device).manual_seed(int(gen.initial_seed()) % 2**31)
         for _ in range(sargs.score_epochs):
             model.train()
             order = torch.randperm(n, generator=gen).to(device)
-            for b in range(0, n, vargs.batch_size):
-                idx = order[b:b + vargs.batch_size]
+            for b in range(steps):
+                idx = batch_of(order, b, steps, vargs.batch_size)
                 images = data.train_images[idx]
                 if vargs.augment:
                     images = random_crop_flip(images, augment_gen, pad=pad, flip=flip)
