@@ -240,3 +240,22 @@ def test_loss_weights_on_the_cpu_read_the_packed_mask_and_hold_no_dense_vector()
     assert torch.equal(p.loss_weights(idx), torch.where(kept_well[idx], 2.0, 1.0))
     assert p._dense_weights is None  # still none: looked up in the packed mask
     assert torch.equal(p.dense_loss_weights("cpu")[idx], p.loss_weights(idx))
+
+
+def test_an_old_infobatch_state_is_refused_by_its_rules_and_its_float_weights_as_damaged():
+    from emp_hf.core.state_file import DamagedStateError
+
+    config = PruningConfig(method="infobatch", prune=0.5, anneal=0.0)
+    p = DataPruner(60, 3, config, seed=0)
+    p.set_epoch(0)
+    p.update(torch.arange(60), torch.rand(60, generator=torch.Generator().manual_seed(0)))
+    p.set_epoch(1)
+    state = p.state_dict()
+    kept = p.selection.indices
+    old = dict(state, selection={"indices": kept, "weights": torch.ones(kept.numel())},
+               plan=dict(state["plan"], selection_rules="1.1"))
+    with pytest.raises(ValueError, match="selection_rules: checkpoint '1.1', now '1.2'"):
+        DataPruner(60, 3, config, seed=0).load_state_dict(old)
+    forged = dict(old, plan=state["plan"])  # rules made to match: the float weights are still refused
+    with pytest.raises(DamagedStateError, match="InfoBatch loss weights of an earlier emp-hf"):
+        DataPruner(60, 3, config, seed=0).load_state_dict(forged)
