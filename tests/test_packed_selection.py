@@ -259,3 +259,15 @@ def test_an_old_infobatch_state_is_refused_by_its_rules_and_its_float_weights_as
     forged = dict(old, plan=state["plan"])  # rules made to match: the float weights are still refused
     with pytest.raises(DamagedStateError, match="InfoBatch loss weights of an earlier emp-hf"):
         DataPruner(60, 3, config, seed=0).load_state_dict(forged)
+
+
+@pytest.mark.parametrize("packed_min", [1 << 40, 16])
+def test_a_wrong_count_given_to_mask_to_selection_is_refused(packed_min, monkeypatch):
+    from emp_hf.core import mask_to_selection
+
+    monkeypatch.setattr(policies, "_CHUNK", 16)  # the index form's chunked route too
+    monkeypatch.setattr(policies, "_PACKED_MIN", packed_min)
+    mask = torch.arange(100) % 3 == 0
+    assert len(mask_to_selection(mask, count=34)) == 34
+    with pytest.raises(RuntimeError, match="has 34 True entries, not 35"):
+        mask_to_selection(mask, count=35)

@@ -341,8 +341,11 @@ def mask_to_selection(mask: Tensor, upweighted: Tensor | None = None, weight: fl
     ones of `upweighted`, in the form `Selection` prescribes for its size."""
     up = PackedMask.pack(upweighted) if upweighted is not None else None
     if mask.numel() >= _PACKED_MIN:
-        count = int(torch.count_nonzero(mask)) if count is None else count
-        return Selection.packed(PackedMask.pack(mask), count, up, weight)
+        packed = PackedMask.pack(mask)
+        members = packed.count()  # a table look-up per byte: the size is checked, not trusted
+        if count is not None and count != members:
+            raise RuntimeError(f"the mask has {members} True entries, not {count}")
+        return Selection.packed(packed, members, up, weight)
     return Selection(nonzero_indices(mask, count), up, weight)
 
 
