@@ -56,6 +56,10 @@ class PackedMask:
         words &= _BIT_OF_BYTE
         return words.view(torch.uint8).view(-1).ne(0)[offset : offset + end - start]
 
+    def positions(self, start: int, end: int, dtype: torch.dtype) -> Tensor:
+        """Ascending positions of the set entries in start .. end - 1, as `dtype`."""
+        return torch.nonzero(self.part(start, end)).squeeze(1).to(dtype).add_(start)
+
     def parts(self, chunk: int = _PART):
         """(start, entries start .. start + len - 1) in order, `chunk` at a time."""
         for start in range(0, self.size, chunk):

@@ -74,7 +74,7 @@ class Selection:
             return self._indices
         if self._mask is None:
             return all_indices(self._size)
-        return torch.cat(list(self.index_chunks())) if self._size else torch.empty(0, dtype=index_dtype(0))
+        return torch.cat(list(self.index_chunks()))
 
     def index_chunks(self) -> Iterator[Tensor]:
         """The ascending indices in pieces of at most `_CHUNK` (one piece for `Selection(indices)`)."""
@@ -88,7 +88,7 @@ class Selection:
             if self._mask is None:
                 yield torch.arange(start, end, dtype=dtype)
             else:
-                yield torch.nonzero(self._mask.part(start, end)).squeeze(1).to(dtype).add_(start)
+                yield self._mask.positions(start, end, dtype)
 
     @property
     def weighted(self) -> bool:
@@ -296,7 +296,7 @@ def shuffled_members(mask: PackedMask, count: int, generator: torch.Generator) -
     bounds = [0, *torch.cumsum(sizes, 0).tolist()]
     cursors = bounds[:-1]
     for row, start in enumerate(starts):
-        positions = torch.nonzero(mask.part(start, min(mask.size, start + _CHUNK))).squeeze(1).to(dtype).add_(start)
+        positions = mask.positions(start, min(mask.size, start + _CHUNK), dtype)
         shuffled = gather_in_place(torch.randperm(positions.numel(), generator=generator, dtype=dtype), positions)
         taken = 0
         for bucket, members in enumerate(counts[row].tolist()):
