@@ -1,4 +1,4 @@
-"""Memory and time of per-example scoring on large-vocabulary logits, chunked against a float32 copy.
+"""Memory and time of per-example scoring on large-vocabulary logits, emp-hf's one-pass blocks against a float32 copy.
 
     OMP_NUM_THREADS=1 python benchmarks/scorer_bench.py                 # B=8, T=512, V=50,000, bf16 logits
     python benchmarks/scorer_bench.py --device cuda
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from emp_hf.core.per_example import sequence_scores  # noqa: E402
+from emp_hf.core.per_example import token_terms  # noqa: E402
 
 
 def unchunked(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +40,8 @@ def child(variant: str, batch: int, length: int, vocab: int, device: str) -> dic
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(batch, length, vocab, generator=g, dtype=torch.bfloat16).to(device)  # no float32 temp
     labels = torch.randint(0, vocab, (batch, length), generator=g).to(device)
-    fn = unchunked if variant == "unchunked" else (lambda x, y: sequence_scores(x, y, shift=True))
+    fn = unchunked if variant == "unchunked" else (lambda x, y: token_terms(x, y, shift=True, need_entropy=True)
+                                                   .per_example()[:2])
     with torch.no_grad():
         fn(logits[:1, :8], labels[:1, :8])  # warm-up: kernel loading is not the scorer's cost
     if device == "cuda":

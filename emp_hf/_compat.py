@@ -38,8 +38,10 @@ TRAINER_HOOKS: dict[str, tuple[str, ...]] = {
     # the per-example scores are taken around the Trainer's own training step
     "training_step": ("model", "inputs", "num_items_in_batch"),
 }
-#: Trainer instance attributes read: the train batch size and the label keys (checked on each new trainer).
-TRAINER_ATTRIBUTES = ("_train_batch_size", "label_names")
+#: Trainer instance attributes read: the train batch size, the label keys, and whether the Trainer's label smoother
+#: computes the loss (the model then sees no labels); checked on each new trainer. `compute_loss` is wrapped on
+#: the instance (the loss it returns is the scores' reference where the model returns none).
+TRAINER_ATTRIBUTES = ("_train_batch_size", "label_names", "label_smoother", "compute_loss")
 
 
 def check_trainer_attributes(trainer: object) -> None:

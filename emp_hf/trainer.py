@@ -43,17 +43,20 @@ from transformers import Seq2SeqTrainer, Trainer, TrainingArguments
 
 from . import _compat  # checks the installed transformers at import
 from .core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer
-from .core.distributed import shutdown
+from .core.distributed import max_across_ranks, shutdown
 from .core.report import save_json
 from .core.state_file import DamagedStateError, load_state_file, newest_complete, require, save_state_file
+from .loss_check import LossCheck, LossMismatchError, Reference
 from .scorers import (
-    BuiltinScorer,
+    Choice,
+    Scorer,
     ScorerChoiceError,
     ScorerFn,
-    check_scores,
-    choose_scorer,
+    base_model,
+    choose_scorers,
     describe,
     output_field,
+    per_example,
     resolve_requested,
 )
 
@@ -133,6 +136,14 @@ class PlannedSampler(PruningSampler):
         return self._assumed if self._assumed is not None else super().__len__()
 
 
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Scores in float32 whatever the step's mixed precision: autocast would run their products in bf16/fp16."""
+    try:
+        return torch.autocast(device.type, enabled=False)
+    except RuntimeError:  # a device type without autocast
+        return contextlib.nullcontext()
+
+
 def label_column(dataset: Any, label_names: list[str] | None) -> Tensor | None:
     """1-D integer class labels of a `datasets.Dataset`, for the report's per-class section only.
 
@@ -156,28 +167,37 @@ def label_column(dataset: Any, label_names: list[str] | None) -> Tensor | None:
 
 @dataclass
 class _Step:
-    """What one training step's forward hook needs and leaves behind."""
+    """What one training step's forward hook and `compute_loss` leave behind."""
 
     indices: Tensor
     inputs: Mapping[str, Any]
+    num_items: Tensor | int | None = None
     forwards: int = 0
-    scores: tuple[Tensor, Tensor] | None = None
+    scored: list[tuple[Scorer, Any]] | None = None  # (scorer, LossTerms) per candidate scorer
+    model_loss: tuple[Tensor, ...] | None = None  # the loss the model returned (and less its auxiliary term)
+    trained_loss: Tensor | None = None  # the loss compute_loss returned
 
 
 class PruningMixin:
     """Dynamic data pruning for a `transformers.Trainer` subclass: put it first in the bases.
 
     `pruning_args` defaults to `PruningArguments()` (EMP, prune 0.5). `scorer` picks how examples are
-    scored: "auto" (default: chosen from the model and the first batch, and logged), a built-in name
-    (`emp_hf.scorers.SCORER_NAMES`), or a callable `(outputs, inputs) -> (loss[B], entropy[B])`.
+    scored: "auto" (default: read off the model's declared loss, and logged), a built-in name
+    (`emp_hf.scorers.SCORER_NAMES`), or a callable `(outputs, inputs) -> (loss[B], entropy[B][, items[B]])`.
+    Whatever the scorer, every training step checks that its per-example terms add up to the loss the step
+    trained on (`loss_check.py`); `verify_scores=False` turns that off for a user scorer that ranks examples
+    by something other than their loss on purpose (the log then says the scores are unverified).
     """
 
     def __init__(self, *args: Any, pruning_args: PruningConfig | None = None,
-                 scorer: str | ScorerFn | None = None, **kwargs: Any) -> None:
+                 scorer: str | ScorerFn | None = None, verify_scores: bool = True, **kwargs: Any) -> None:
         self.pruning_args = pruning_args if pruning_args is not None else PruningArguments()
         if not isinstance(self.pruning_args, PruningConfig):
             raise TypeError(f"`pruning_args` must be a PruningArguments, got {type(self.pruning_args).__name__}.")
+        if not isinstance(verify_scores, bool):
+            raise TypeError(f"`verify_scores` must be True or False, got {verify_scores!r}.")
         self._requested_scorer, self._user_scorer = resolve_requested(scorer)
+        self._verify_scores = verify_scores
         # Refuse bad input before the parent's checks, whose messages do not mention pruning.
         bound = inspect.signature(super().__init__).bind(*args, **kwargs).arguments
         if bound.get("args") is not None:
@@ -193,12 +213,34 @@ class PruningMixin:
         self._epoch_updates: list[int] = []
         self._planning_dataloader = None
         self._train_start: float | None = None
-        self._scorer: ScorerFn | None = self._user_scorer
+        self._scorer: Scorer | None = self._user_scorer
+        self._choice: Choice | None = None  # candidate scorers until the first step's loss decides
+        self._scorer_checked = False  # the first scored step has checked (and picked) the scorer
+        self._loss_check = LossCheck()
         self._scores: ScoreBuffer | None = None
         self._step: _Step | None = None
         self._hooked: torch.nn.Module | None = None
         self._hook_handle: torch.utils.hooks.RemovableHandle | None = None
         self._check_args(self.args)
+        self._record_trained_loss()
+
+    def _record_trained_loss(self) -> None:
+        """Keep the loss `compute_loss` returns in a training step: the reference for the scores where the labels
+        never reach the model (label smoothing, `compute_loss_func`, a `compute_loss` override, TRL). Wrapped on
+        this instance, so that a subclass's own `compute_loss` is the one recorded."""
+        own = self.compute_loss
+
+        @functools.wraps(own)
+        def compute_loss(*args: Any, **kwargs: Any) -> Any:
+            result = own(*args, **kwargs)
+            step = self._step
+            if step is not None and torch.is_grad_enabled():
+                loss = result[0] if isinstance(result, tuple) else result
+                if isinstance(loss, Tensor) and loss.numel() == 1:
+                    step.trained_loss = loss.detach()
+            return result
+
+        self.compute_loss = compute_loss  # type: ignore[method-assign]
 
     # ------------------------------------------------------------ checks
     def _check_args(self, args: TrainingArguments) -> None:
@@ -456,8 +498,9 @@ class PruningMixin:
 
     # ------------------------------------------------------- the scores
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """The Trainer's own step, with the example indices taken out of the batch first and the examples
-        scored from the training forward pass (a forward hook), whatever `compute_loss` does."""
+        """The Trainer's own step, with the example indices taken out of the batch first, the examples scored
+        from the training forward pass (a forward hook), whatever `compute_loss` does, and the scores checked
+        against the loss the step trained on."""
         if not isinstance(inputs, MutableMapping) or INDEX_KEY not in inputs:
             raise RuntimeError(
                 "The training batch carries no example index, so pruning cannot tell which examples were trained. "
@@ -466,7 +509,7 @@ class PruningMixin:
             )
         assert self.pruner is not None
         indices = inputs.pop(INDEX_KEY)
-        self._step = _Step(indices=indices, inputs=dict(inputs))
+        self._step = _Step(indices=indices, inputs=dict(inputs), num_items=num_items_in_batch)
         try:
             loss = super().training_step(model, inputs, num_items_in_batch)
             step = self._step
@@ -487,13 +530,102 @@ class PruningMixin:
         assert self._scores is not None
         # On the device until the epoch ends or a checkpoint is saved (`_flush_scores`): no per-step collective
         # or host copy.
-        self._scores.add(indices, *(step.scores or ()))
+        if step.scored is None:
+            self._scores.add(indices)
+        else:
+            self._scores.add(indices, *self._checked_scores(step))
         return loss
 
+    def _checked_scores(self, step: _Step) -> tuple[Tensor, Tensor, Tensor]:
+        """The step's per-example loss, entropy and scorable flags (0 where an example had nothing to score),
+        from terms checked against the step's loss: on the host at the first step (where the model's loss picks
+        among candidate scorers), on the device after it."""
+        assert step.scored is not None
+        reference = self._reference(step)
+        if not self._scorer_checked:
+            chosen = self._first_check(step, reference)
+            if chosen is None:  # the step's loss is not finite: nothing to decide on, and no finite score from it
+                scorer, terms = step.scored[0]
+                _, _, scorable = per_example(terms, step.indices.numel(), scorer)
+                nan = torch.full(scorable.shape, math.nan, device=scorable.device)
+                return nan, nan, scorable.float()
+            scorer, terms = chosen
+        else:
+            scorer, terms = step.scored[0]
+            if self._verify_scores and reference is not None:
+                self._loss_check.record(terms, reference, self.state.global_step + 1)
+        loss, entropy, scorable = per_example(terms, step.indices.numel(), scorer)
+        return loss, torch.zeros_like(loss) if entropy is None else entropy, scorable.float()
+
+    def _reference(self, step: _Step) -> Reference | None:
+        """What this step trained on: the model's loss, else what `compute_loss` returned; with the normalisers
+        a token mean may have used (its own count, the Trainer's `num_items_in_batch`, that per process)."""
+        normalisers: tuple[Any, ...] = (None,)
+        if step.num_items is not None:
+            normalisers += (step.num_items,)
+            if self.args.world_size > 1:
+                normalisers += (step.num_items / self.args.world_size,)
+        if step.model_loss is not None:
+            return Reference(step.model_loss, "the loss the model returned", normalisers)
+        if step.trained_loss is not None:
+            return Reference((step.trained_loss,), "the loss compute_loss returned", normalisers)
+        return None
+
+    def _first_check(self, step: _Step, reference: Reference | None) -> tuple[Scorer, Any] | None:
+        """The first scored step: pick the candidate whose terms reproduce the step's loss, or refuse before
+        any optimizer step. None while the loss says nothing (no loss item in the batch)."""
+        assert step.scored is not None
+        prefix = f"PruningTrainer (method {self.pruning_args.method!r})"
+        named = self._user_scorer is not None or self._requested_scorer is not None
+        if not self._verify_scores or reference is None:
+            if not named:
+                raise ValueError(
+                    f"{prefix}: this training step exposes no loss to check the scores against (the model returned "
+                    "none and `compute_loss` returned no scalar), so the automatic scorer cannot be verified. Pass "
+                    "`scorer=` (a built-in name or a callable) to use it unverified."
+                )
+            self._scorer, self._scorer_checked = step.scored[0][0], True
+            logger.warning("Data pruning scores each example by the %s, UNVERIFIED: %s.", describe(self._scorer),
+                           "`verify_scores=False`" if not self._verify_scores else "the step exposes no loss")
+            return step.scored[0]
+        finite = all(bool(torch.isfinite(v.detach()).all()) for v in reference.values)
+        if float(max_across_ranks(torch.tensor([0.0 if finite else 1.0]))) > 0:  # every rank waits together
+            return None
+        batch = step.indices.numel()
+        losses = [per_example(terms, batch, scorer)[0] for scorer, terms in step.scored]  # checks the batch size
+        fix = ("Pass `scorer=` (a built-in name, or a callable (outputs, inputs) -> (loss, entropy[, items])) that "
+               "reproduces your loss per example" + (", or `verify_scores=False` to rank by it unverified."
+                                                       if named else "."))
+        try:
+            index = self._loss_check.decide([(sc, t, loss) for (sc, t), loss in zip(step.scored, losses)],
+                                            reference, describe, fix)
+        except LossMismatchError as error:
+            raise ValueError(f"{prefix}: {error}") from None
+        self._scorer, self._scorer_checked = step.scored[index][0], True
+        logger.info(
+            "Data pruning scores each example by the %s (%s); checked against %s on every step. Override with "
+            "`scorer=`.", describe(self._scorer), self._choice.reason if self._choice else "named by `scorer=`",
+            reference.source)
+        return step.scored[index]
+
     def _flush_scores(self) -> None:
-        """All ranks' buffered scores into the store: at each epoch's end and before each checkpoint save."""
-        if self._scores is not None:
-            self._scores.flush()
+        """All ranks' buffered scores into the store (at each epoch's end and before each checkpoint save), once
+        the steps since the last flush are known to have reproduced their loss."""
+        if self._scores is None:
+            return
+        if self.pruner is not None and self.pruner.policy.uses_scores and self._verify_scores:
+            failed = self._loss_check.failure()
+            if failed is not None:
+                step, predicted, actual = failed
+                at = f"at step {step} the scores added up to {predicted:.6g} where the loss was {actual:.6g}" \
+                    if step >= 0 else "on another process"
+                raise RuntimeError(
+                    f"Data pruning stopped: the per-example scores no longer reproduce the loss the model trains on "
+                    f"({at}; scorer {describe(self._scorer) if self._scorer else '?'}). These scores were not used: "
+                    "no selection has read them. Pass a `scorer=` that reproduces your loss per example (or "
+                    "`verify_scores=False` to rank by a user scorer unverified), and resume from the last checkpoint."
+                )
+        self._scores.flush()
 
     def _hook_model(self) -> None:
         """Put the scoring hook on the user's model, before Accelerate wraps it (DDP, FSDP and DeepSpeed call
@@ -518,59 +650,65 @@ class PruningMixin:
         if step.forwards > 1:
             return
         assert self.pruner is not None
-        batch = step.indices.numel()
-        if self.pruner.policy.uses_scores:
-            scorer = self._scorer_for(outputs, step.inputs)
-            with torch.no_grad():
-                step.scores = check_scores(scorer(outputs, step.inputs), batch, scorer)
+        step.model_loss = self._model_loss(module, outputs)
+        candidates = self._candidates(outputs, step) if self.pruner.policy.uses_scores else ()
+        if candidates:
+            need_entropy = self.pruner.policy.uses_entropy
+            with torch.no_grad(), _autocast_off(self.args.device):
+                step.scored = [(scorer, scorer(outputs, step.inputs, need_entropy)) for scorer in candidates]
         if self.pruner.weighted:
-            self._weight_gradients(outputs, step.indices)
+            self._weight_gradients(candidates[0] if candidates else None, outputs, step.indices)
 
-    def _scorer_for(self, outputs: Any, inputs: Mapping[str, Any]) -> ScorerFn:
-        if self._scorer is None:
-            label_key = self._label_key(inputs)
+    @staticmethod
+    def _model_loss(module: torch.nn.Module, outputs: Any) -> tuple[Tensor, ...] | None:
+        """The loss the model returned, and that loss less its router auxiliary term (mixture-of-experts models
+        add `router_aux_loss_coef * aux_loss`, which no example owns)."""
+        loss = output_field(outputs, "loss")
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            return None
+        loss = loss.detach()
+        aux = output_field(outputs, "aux_loss")
+        config = getattr(base_model(module), "config", None)
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        coef = getattr(text, "router_aux_loss_coef", None)
+        if isinstance(aux, Tensor) and aux.numel() == 1 and isinstance(coef, (int, float)):
+            return loss, loss - coef * aux.detach().to(loss.device)
+        return (loss,)
+
+    def _candidates(self, outputs: Any, step: _Step) -> tuple[Scorer, ...]:
+        if self._scorer is not None:
+            return (self._scorer,)
+        if self._choice is None:
+            smoothing = 0.0
+            if self.label_smoother is not None and step.model_loss is None and "labels" in step.inputs:
+                smoothing = self.args.label_smoothing_factor  # the Trainer's label smoother computes the loss
             try:
-                self._scorer = choose_scorer(self._hooked, outputs, inputs, label_key, self.args.label_smoothing_factor,
-                                             self._requested_scorer)
+                self._choice = choose_scorers(self._hooked, outputs, step.inputs, self.label_names,
+                                              label_smoothing=smoothing, requested=self._requested_scorer)
             except ScorerChoiceError as error:
                 raise ValueError(f"PruningTrainer (method {self.pruning_args.method!r}): {error}") from None
-            logger.info("Data pruning scores each example by the %s. Override with `scorer=` (a built-in name or a "
-                        "callable (outputs, inputs) -> (loss, entropy)).", describe(self._scorer))
-        return self._scorer
+        return self._choice.candidates
 
-    def _label_key(self, inputs: Mapping[str, Any]) -> str | None:
-        """The batch key of the labels by the Trainer's own rule (`label_names`: the argument, else the
-        model's label parameters); None where that is ambiguous (several label keys)."""
-        names = list(self.label_names or [])
-        if len(names) == 1:
-            return names[0]
-        if not names:
-            return "labels" if "labels" in inputs else None
-        raise ValueError(
-            f"The model takes several label inputs ({names}); no built-in scorer knows how they combine into one "
-            "loss per example. Pass `scorer=` (a callable (outputs, inputs) -> (loss, entropy)), or use a method "
-            "that reads no scores."
-        )
-
-    def _weight_gradients(self, outputs: Any, indices: Tensor) -> None:
-        """InfoBatch's loss weights w_i, applied to the gradient of each example's output row.
+    def _weight_gradients(self, scorer: Scorer | None, outputs: Any, indices: Tensor) -> None:
+        """InfoBatch's loss weights w_i, applied to the gradient of each example's output rows.
 
         For a loss that is a sum of per-example terms over a normaliser D (every Trainer loss: batch mean,
         token mean with `num_items_in_batch`, label smoothing, a custom per-example loss), scaling row i of
         the gradient at the outputs by w_i gives exactly the gradient of sum_i w_i l_i / D, with the
         Trainer's own D and without touching its loss (tested against that sum)."""
         assert self.pruner is not None
-        scorer = self._scorer
-        rows = scorer.grad_rows(outputs) if isinstance(scorer, BuiltinScorer) else output_field(outputs, "logits")
-        if not isinstance(rows, Tensor) or rows.shape[:1] != indices.shape[:1] or not rows.requires_grad:
+        rows = scorer.grad_rows(outputs) if scorer is not None else (output_field(outputs, "logits"),)
+        if not all(isinstance(r, Tensor) and r.shape[:1] == indices.shape[:1] and r.requires_grad for r in rows):
             raise RuntimeError(
                 f"Method {self.pruning_args.method!r} weights each kept example's loss, which needs an output tensor "
                 "with one row per example in the autograd graph (`logits`, or TRL's `log_probs`); this model's "
                 "training output has none. Use a method without loss weights (emp, random, ucb, ...)."
             )
-        weights = self.pruner.loss_weights(indices.to(rows.device)).to(rows.dtype)  # on the device: no host sync
-        shape = (-1,) + (1,) * (rows.dim() - 1)
-        rows.register_hook(lambda grad: grad * weights.view(shape))
+        weights = self.pruner.loss_weights(indices.to(rows[0].device))  # on the device: no host sync
+        for row in rows:
+            shape = (-1,) + (1,) * (row.dim() - 1)
+            scale = weights.to(row.dtype).view(shape)
+            row.register_hook(lambda grad, scale=scale: grad * scale)
 
     # --------------------------------------------------- checkpoints/end
     def _save_checkpoint(self, model, trial):

@@ -14,39 +14,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 from grads import weighted_reference
-from tiny import ragged_lm_dataset, tiny_args, tiny_bert, tiny_bert_for, tiny_dataset, tiny_gpt2, tiny_t5
+from tiny import (
+    assert_scores_equal,
+    own_losses,
+    ragged_lm_dataset,
+    scored_once,
+    tiny_args,
+    tiny_bert,
+    tiny_bert_for,
+    tiny_dataset,
+    tiny_gpt2,
+    tiny_t5,
+)
 from transformers import Trainer, TrainerCallback, default_data_collator
 
 from emp_hf import PruningArguments, PruningSeq2SeqTrainer, PruningTrainer
 from emp_hf.trainer import INDEX_KEY
 
 EMP = PruningArguments(method="emp", prune=0.5)
-
-
-def scored_once(trainer_cls=PruningTrainer, *, model, dataset, tmp_path, pruning=EMP, **kwargs):
-    """One epoch at lr 0: every example scored once by an unchanged model."""
-    args = kwargs.pop("args", None) or tiny_args(tmp_path, num_train_epochs=1, learning_rate=0.0,
-                                                 **kwargs.pop("arg_overrides", {}))
-    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, pruning_args=pruning, **kwargs)
-    trainer.train()
-    store = trainer.pruner.store
-    assert bool(store.seen.all()) and int(store.times_trained.sum()) == len(dataset)
-    return trainer, store
-
-
-def own_losses(model, rows):
-    """The model's own loss on each example alone (the independent computation)."""
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for row in rows:
-            batch = {k: torch.as_tensor(v).unsqueeze(0) for k, v in row.items()}
-            out.append(float(model(**batch).loss.detach()))
-    return torch.tensor(out)
-
-
-def assert_scores_equal(store, expected):
-    torch.testing.assert_close(store.loss, expected.float(), rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------- exact scores per task
@@ -338,20 +323,7 @@ def test_training_step_override_without_super_is_refused(tmp_path):
             trainer_cls=OwnStep)
 
 
-def test_unknown_sequence_model_and_several_label_keys_are_refused(tmp_path):
-    class Tagger(torch.nn.Module):  # not a transformers class: shifted or not cannot be told
-        def __init__(self):
-            super().__init__()
-            self.emb = torch.nn.Embedding(40, 40)
-
-        def forward(self, input_ids=None, labels=None):
-            logits = self.emb(input_ids)
-            return {"loss": F.cross_entropy(logits.transpose(1, 2), labels), "logits": logits}
-
-    data = ragged_lm_dataset(8).remove_columns(["attention_mask"])
-    refuses("cannot tell whether its loss shifts", model=Tagger(), dataset=data, tmp_path=tmp_path)
-    # the explicit scorer makes it run
-    trainer, _ = scored_once(model=Tagger(), dataset=data, tmp_path=tmp_path / "ok", scorer="token_classification")
+def test_several_label_keys_are_refused(tmp_path):
     refuses("several label inputs", model=tiny_bert(), dataset=tiny_dataset(8), tmp_path=tmp_path / "two",
             arg_overrides={"label_names": ["labels", "other"]})
 
@@ -360,7 +332,7 @@ def test_packed_rows_are_refused(tmp_path):
     def scorer(outputs, inputs):  # returns one value for the whole (packed) batch
         return outputs["logits"].sum().reshape(1), outputs["logits"].sum().reshape(1)
 
-    refuses("1 and 1 values for a batch of 4.*Packed", model=tiny_bert(), dataset=tiny_dataset(8), tmp_path=tmp_path,
+    refuses("returned 1 values for a batch of 4.*Packed", model=tiny_bert(), dataset=tiny_dataset(8), tmp_path=tmp_path,
             scorer=scorer)
 
 
@@ -425,7 +397,9 @@ def test_trl_sft_trainer_scores_its_own_loss(tmp_path):
     store = trainer.pruner.store
     assert trainer._scorer.name == "fused_causal_lm" and bool(store.seen.all())
     rows = [{"input_ids": r["input_ids"], "labels": r["input_ids"]} for r in trainer.train_dataset]
-    assert_scores_equal(store, own_losses(trainer.model, rows))
+    # TRL's fused head computes the log-probs in its own blocks: on transformers 5.3 its numbers differ from the
+    # model's unfused loss by up to 5e-5 relative (the per-step check's float32 tolerance is 1e-4)
+    assert_scores_equal(store, own_losses(trainer.model, rows), rtol=1e-4)
     trainer = PruningSFTTrainer(**sft_setup(tmp_path / "t", num_train_epochs=4, learning_rate=1e-2), pruning_args=EMP)
     trainer.train()
     assert [r.kept for r in trainer.pruner.report.epochs.values()] == [12, 6, 6, 12]

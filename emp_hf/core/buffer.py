@@ -25,14 +25,16 @@ class ScoreBuffer:
         self.scored = pruner.policy.uses_scores if scored is None else scored
         self._capacity = max(1, int(capacity))
         self._indices: Tensor | None = None
-        self._values: Tensor | None = None  # (2, capacity) float32: loss, entropy
+        self._values: Tensor | None = None  # (3, capacity) float32: loss, entropy, 1 where the example was scorable
         self._rows = 0  # a host-side count: shapes are known without a device sync
 
     def __len__(self) -> int:
         return self._rows
 
-    def add(self, indices: Tensor, losses: Tensor | None = None, entropies: Tensor | None = None) -> None:
-        """Append one batch (tensors on the training device); `losses`/`entropies` only for scored methods."""
+    def add(self, indices: Tensor, losses: Tensor | None = None, entropies: Tensor | None = None,
+            scorable: Tensor | None = None) -> None:
+        """Append one batch (tensors on the training device); `losses`/`entropies` only for scored methods, and
+        `scorable` False where an example had nothing to score (no labelled position): it keeps its old score."""
         indices = indices.detach().reshape(-1)
         n = indices.numel()
         if self.scored and (losses is None or entropies is None):
@@ -43,6 +45,7 @@ class ScoreBuffer:
         if self.scored:
             self._values[0, self._rows : self._rows + n] = losses.detach().reshape(-1)  # type: ignore[union-attr]
             self._values[1, self._rows : self._rows + n] = entropies.detach().reshape(-1)  # type: ignore[union-attr]
+            self._values[2, self._rows : self._rows + n] = 1.0 if scorable is None else scorable.reshape(-1)
         self._rows += n
 
     def _reserve(self, rows: int, device: torch.device) -> None:
@@ -52,7 +55,7 @@ class ScoreBuffer:
             return
         capacity = max(rows, self._capacity, 2 * (0 if self._indices is None else self._indices.numel()))
         indices = torch.empty(capacity, dtype=torch.int64, device=device)
-        values = torch.empty(2 if self.scored else 0, capacity, dtype=torch.float32, device=device)
+        values = torch.empty(3 if self.scored else 0, capacity, dtype=torch.float32, device=device)
         if self._indices is not None and self._values is not None and self._rows:
             indices[: self._rows] = self._indices[: self._rows]
             values[:, : self._rows] = self._values[:, : self._rows]
@@ -64,10 +67,10 @@ class ScoreBuffer:
         empty = torch.empty(0, dtype=torch.int64)
         indices = self._indices[:rows] if self._indices is not None else empty
         if self.scored:
-            values = self._values if self._values is not None else torch.empty(2, 0)
-            all_idx, all_loss, all_ent = gather_updates(indices, values[0, :rows], values[1, :rows])
+            values = self._values if self._values is not None else torch.empty(3, 0)
+            all_idx, all_loss, all_ent, all_ok = gather_updates(indices, *values[:, :rows])
             if all_idx.numel():
-                self.pruner.update(all_idx, all_loss, all_ent)
+                self.pruner.update(all_idx, all_loss, all_ent, scorable=all_ok > 0.5)
         else:
             (all_idx,) = gather_updates(indices)
             if all_idx.numel():

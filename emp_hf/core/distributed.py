@@ -61,3 +61,14 @@ def gather_updates(indices: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
     dist.all_gather(gathered, block)
     joined = torch.cat([g[:, :n] for g, n in zip(gathered, sizes)], dim=1).cpu()
     return (joined[0].to(torch.int64), *(row.to(torch.float32) for row in joined[1:]))
+
+
+def max_across_ranks(value: Tensor) -> Tensor:
+    """The element-wise maximum of `value` over all ranks (one collective; unchanged with one process), so that
+    every rank reaches the same verdict on a check and none waits for a rank that stopped."""
+    if world_size() == 1:
+        return value
+    device = _comm_device()
+    reduced = value.detach().to(device, torch.float32).clone()
+    dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+    return reduced.to(value.device)

@@ -393,7 +393,7 @@ class SelectionPolicy:
     default_anneal: ClassVar[float] = 0.0
     #: False where the kept count depends on the data (infobatch): the plan is then an estimate.
     exact_plan: ClassVar[bool] = True
-    #: True where the policy reads the training scores (a front end may skip entropy otherwise).
+    #: True where the policy reads the training scores (a front end may skip scoring otherwise).
     uses_scores: ClassVar[bool] = True
     #: The version of this policy's selection rules, draws included: raise it whenever the same store, seed and
     #: epoch would select another subset, so that a checkpoint written under the old rules refuses to resume
@@ -402,6 +402,12 @@ class SelectionPolicy:
 
     def __init__(self, config) -> None:  # config: PruningConfig
         self.config = config
+
+    @property
+    def uses_entropy(self) -> bool:
+        """True where the policy reads the predictive entropy: a front end computes it only then (it is a second
+        pass over a language model's vocabulary)."""
+        return False
 
     def score(self, store: ScoreStore, part: slice = ALL) -> Tensor:
         """Per-example priority (higher = more worth training) of the examples in `part`; unseen examples rank
@@ -493,6 +499,10 @@ class EMPPolicy(SelectionPolicy):
 
     name = "emp"
     default_anneal = 0.125
+
+    @property
+    def uses_entropy(self) -> bool:
+        return self.config.beta > 0
 
     def score(self, store: ScoreStore, part: slice = ALL) -> Tensor:
         return unseen_first(torch.add(store.loss[part], store.entropy[part], alpha=self.config.beta), store, part)

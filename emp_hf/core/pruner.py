@@ -266,13 +266,24 @@ class DataPruner:
         return total / count
 
     # ---------------------------------------------------------------- scores
-    def update(self, indices: Tensor, losses: Tensor, entropies: Tensor | None = None) -> None:
-        """Record the training forward pass of a batch (already gathered across ranks)."""
+    def update(self, indices: Tensor, losses: Tensor, entropies: Tensor | None = None,
+               scorable: Tensor | None = None) -> None:
+        """Record the training forward pass of a batch (already gathered across ranks). Rows where `scorable` is
+        False had nothing to score (no labelled position): they count as forwarded and keep their old score."""
         self._ensure_epoch()
+        indices = torch.as_tensor(indices).reshape(-1)
+        rows = indices.numel()
+        unscored = 0
+        if scorable is not None:
+            scorable = torch.as_tensor(scorable, dtype=torch.bool).reshape(-1).cpu()
+            unscored = int((~scorable).sum())
+            if unscored:
+                keep = scorable.to(indices.device)
+                indices, losses = indices[keep], torch.as_tensor(losses).reshape(-1)[keep]
+                entropies = None if entropies is None else torch.as_tensor(entropies).reshape(-1)[keep]
         dropped_before = self.store.nonfinite_count
         self.store.update(indices, losses, entropies, epoch=self.epoch or 0)
-        rows = torch.as_tensor(indices).numel()
-        self.report.add_scored(self.epoch or 0, rows, self.store.nonfinite_count - dropped_before)
+        self.report.add_scored(self.epoch or 0, rows, self.store.nonfinite_count - dropped_before, unscored)
         self.count_forwarded(rows)
 
     def close_epoch(self, epoch: int) -> None:
@@ -280,9 +291,21 @@ class DataPruner:
         an error when none were finite or more than `NONFINITE_LIMIT` of them were not: selecting on what
         is left would be selecting on noise (or on the index order of the survivors)."""
         record = self.report.epochs.get(epoch)
-        if record is None or not record.nonfinite_rows:
+        if record is None:
             return
-        rows, bad = record.scored_rows, record.nonfinite_rows
+        if record.unscored_rows and self.policy.uses_scores:
+            if self.store.num_seen == 0:
+                raise RuntimeError(
+                    f"No training example could be scored: in epoch {epoch} none of the {record.scored_rows} examples "
+                    "forwarded had a labelled position (every label is the ignore index -100?), so pruning has "
+                    "nothing to rank them by. Check the labels the collator builds, or use a method that reads no "
+                    "scores (random, static_random, full)."
+                )
+            logger.info("Epoch %d: %d of %d examples had nothing to score (no labelled position) and keep their "
+                        "previous score.", epoch, record.unscored_rows, record.scored_rows)
+        if not record.nonfinite_rows:
+            return
+        rows, bad = record.scored_rows - record.unscored_rows, record.nonfinite_rows
         if self.policy.uses_scores and (bad == rows or bad > NONFINITE_LIMIT * rows):
             raise RuntimeError(
                 f"Epoch {epoch}: {bad} of {rows} per-example losses were NaN or inf, so training has diverged and "

@@ -29,6 +29,7 @@ class EpochRecord:
     class_kept_fraction: dict[str, float] | None = None
     scored_rows: int = 0  # per-example scores recorded in the epoch (after the gather)
     nonfinite_rows: int = 0  # of which NaN/inf, dropped
+    unscored_rows: int = 0  # of which had nothing to score (no labelled position): old score kept
 
 
 @dataclass
@@ -62,6 +63,7 @@ class PruningReport:
             forwarded=previous.forwarded if previous else 0,
             scored_rows=previous.scored_rows if previous else 0,
             nonfinite_rows=previous.nonfinite_rows if previous else 0,
+            unscored_rows=previous.unscored_rows if previous else 0,
             mean_score=mean_score,
             class_kept_fraction=per_class,
         )
@@ -71,9 +73,10 @@ class PruningReport:
             raise RuntimeError("`set_epoch` must be called before examples are recorded for that epoch.")
         self.epochs[epoch].forwarded += int(count)
 
-    def add_scored(self, epoch: int, rows: int, nonfinite: int) -> None:
+    def add_scored(self, epoch: int, rows: int, nonfinite: int, unscored: int = 0) -> None:
         self.epochs[epoch].scored_rows += int(rows)
         self.epochs[epoch].nonfinite_rows += int(nonfinite)
+        self.epochs[epoch].unscored_rows += int(unscored)
 
     @property
     def forwarded_total(self) -> int:
@@ -108,6 +111,7 @@ class PruningReport:
             "full_data_examples": full_data,
             "saved_fraction": (1.0 - forwarded / full_data) if full_data else 0.0,
             "nonfinite_scores_dropped": store.nonfinite_count,
+            "unscored_rows": sum(r.unscored_rows for r in records),
             "selection_count_histogram": histogram,
             "selection_split": split,
             "per_epoch": [asdict(r) for r in records],
