@@ -460,6 +460,7 @@ class PruningMixin:
                 "pruning/forwarded_so_far": self.pruner.report.forwarded_total,
                 "pruning/saved_fraction_so_far": self._saved_fraction(),
                 **({"pruning/mean_score": record.mean_score} if record.mean_score is not None else {}),
+                **({"pruning/unscored_so_far": unscored} if (unscored := self._unscored()) else {}),
             }
         )
         result = super()._run_epoch(
@@ -472,6 +473,11 @@ class PruningMixin:
         """Through the Trainer's own `log` (so `report_to` integrations get it), unless logging is off."""
         if self.args.logging_strategy != "no":
             self.log(logs)
+
+    def _unscored(self) -> int:
+        """Examples forwarded so far that had nothing to score (no labelled position)."""
+        assert self.pruner is not None
+        return sum(r.unscored_rows for r in self.pruner.report.epochs.values())
 
     def _saved_fraction(self) -> float:
         assert self.pruner is not None

@@ -16,6 +16,7 @@ from tiny import (
     own_losses,
     ragged_lm_dataset,
     scored_once,
+    tiny_args,
     tiny_bart,
     tiny_bert_for,
     tiny_bert_head,
@@ -29,7 +30,7 @@ from tiny import (
 )
 from transformers import Seq2SeqTrainingArguments, default_data_collator
 
-from emp_hf import PruningSeq2SeqTrainer
+from emp_hf import PruningArguments, PruningSeq2SeqTrainer, PruningTrainer
 
 
 def gen(seed=1):
@@ -274,6 +275,14 @@ def test_extractive_question_answering_with_positions_outside_the_input(tmp_path
     assert_scores_equal_where(store.loss[inside], own_losses(trainer.model, data.select(inside)))
     assert_scores_equal_where(store.loss[[3, 4]], torch.stack([end_ce[3], start_ce[4]]))
     assert not bool(store.seen[6]) and trainer.pruner.report.epochs[0].unscored_rows == 1
+    # the per-epoch log counts it too
+    trainer = PruningTrainer(model=trainer.model, args=tiny_args(tmp_path / "log", num_train_epochs=2,
+                                                                 learning_rate=0.0),
+                             train_dataset=data, pruning_args=PruningArguments(method="emp", prune=0.5))
+    trainer.train()
+    logged = [h["pruning/unscored_so_far"] for h in trainer.state.log_history if "pruning/unscored_so_far" in h]
+    assert logged == [1]  # the epoch-1 log counts epoch 0's unscored example
+    assert trainer.pruning_report()["unscored_rows"] >= 1
 
 
 def ctc_rows(g, n=8, samples=160, impossible=3):
