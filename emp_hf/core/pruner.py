@@ -17,6 +17,7 @@ selection the uninterrupted run would have made.
 from __future__ import annotations
 
 import hashlib
+import math
 import logging
 from pathlib import Path
 from typing import Any
@@ -467,6 +468,7 @@ class DataPruner:
                 return Selection.every(self.num_examples)  # a full epoch saved by an earlier emp-hf, as 0 .. N-1
             return Selection(indices, up, weight)
 
+        _check_state_fields(state, self)
         self.seed = int(state["seed"])
         self.epoch = state["epoch"]
         self.selection = unpack(state["selection"])
@@ -475,3 +477,80 @@ class DataPruner:
         self._order = None
         self.store.load_state_dict(state["store"])
         self.report.load_state_dict(state["report"])
+        _check_restored(self)
+
+
+def _bad(field: str, what: str) -> ValueError:
+    return ValueError(f"field {field!r} {what}")
+
+
+def _epoch_field(value: Any, field: str, epochs: int, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < epochs:
+        raise _bad(field, f"is {value!r}; it must be an epoch of the plan, 0 .. {epochs - 1}")
+
+
+def _check_selection_fields(packed: Any, field: str, n: int) -> None:
+    if packed is None:
+        return
+    if not isinstance(packed, dict):
+        raise _bad(field, f"is a {type(packed).__name__}, not a selection")
+    weight = packed.get("weight", 1.0)
+    if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+        raise _bad(f"{field}.weight", f"is {weight!r}; a loss weight is a finite number > 0")
+    indices = packed.get("indices")
+    if indices is None:
+        return
+    if not isinstance(indices, Tensor) or indices.dim() != 1 or indices.is_floating_point() or indices.is_complex():
+        raise _bad(f"{field}.indices", "is not a 1-D tensor of integer indices")
+    if indices.numel():
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= n:
+            raise _bad(f"{field}.indices", f"holds {low} .. {high}, outside the {n} examples [0, {n})")
+        if indices.numel() > 1 and not bool((indices[1:] > indices[:-1]).all()):
+            raise _bad(f"{field}.indices", "is not strictly ascending: it repeats (or disorders) examples, which "
+                                           "would train an example more than once per epoch")
+
+
+def _check_state_fields(state: dict[str, Any], pruner: DataPruner) -> None:
+    """Types and ranges of a checkpoint's fields, before any of it is used: a forged or damaged but well-typed
+    state (epoch -1, an index outside the data, a repeated index, a seed the plan does not have) is refused."""
+    epochs, n = pruner.schedule.num_epochs, pruner.num_examples
+    seed = state["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed != pruner.seed:
+        raise _bad("seed", f"is {seed!r}, but the plan's pruning_seed is {pruner.seed}")
+    _epoch_field(state["epoch"], "epoch", epochs)
+    _epoch_field(state["pruned_epoch"], "pruned_epoch", epochs)
+    _check_selection_fields(state["selection"], "selection", n)
+    _check_selection_fields(state["pruned"], "pruned", n)
+    if state["selection"] is not None and state["epoch"] is None:
+        raise _bad("epoch", "is None although a selection is saved")
+
+
+def _check_restored(pruner: DataPruner) -> None:
+    """The restored store and report, checked for values no run can produce."""
+    epochs, n, store = pruner.schedule.num_epochs, pruner.num_examples, pruner.store
+    if pruner.epoch is not None and pruner.selection is not None:
+        if pruner.schedule.is_full(pruner.epoch) and not pruner.selection.is_every:
+            raise _bad("selection", f"holds {len(pruner.selection)} of {n} examples for epoch {pruner.epoch}, which "
+                                    "the plan trains on all of them")
+    for name in ("loss", "entropy", "ema", "ema_var"):
+        if not bool(torch.isfinite(getattr(store, name)).all()):
+            raise _bad(f"store.{name}", "holds NaN or inf; the store only ever keeps finite scores")
+    if bool((store.ema_var < 0).any()):
+        raise _bad("store.ema_var", "holds a negative variance")
+    for name in ("times_trained", "times_selected"):
+        if bool((getattr(store, name) < 0).any()):
+            raise _bad(f"store.{name}", "holds a negative count")
+    if bool(((store.last_epoch < -1) | (store.last_epoch >= epochs)).any()):
+        raise _bad("store.last_epoch", f"holds an epoch outside -1 .. {epochs - 1}")
+    if store.ema_alpha != pruner.config.ema_alpha:
+        raise _bad("store.ema_alpha", f"is {store.ema_alpha}, but the plan's ema_alpha is {pruner.config.ema_alpha}")
+    if store.nonfinite_count < 0 or store.rows_seen < 0:
+        raise _bad("store", "holds a negative count of rows")
+    for epoch, record in pruner.report.epochs.items():
+        _epoch_field(epoch, "report.epochs", epochs, optional=False)
+        if not 0 <= record.kept <= n or record.forwarded < 0 or record.scored_rows < 0:
+            raise _bad(f"report.epochs[{epoch}]", f"holds kept={record.kept}, forwarded={record.forwarded} for {n} "
+                                                 "examples")
