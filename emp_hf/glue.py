@@ -8,6 +8,7 @@ the original GLUE TSV folders (`<data_dir>/CoLA/train.tsv`, `dev.tsv`, ...).
 from __future__ import annotations
 
 import csv
+import io
 import functools
 import json
 import math
@@ -26,6 +27,7 @@ class GlueTask:
     eval_splits: tuple[str, ...]
     tsv_dir: str
     tsv_eval_files: tuple[str, ...]
+    label_range: tuple[float, float] | None = None  # regression: the scale's ends
 
     @property
     def is_regression(self) -> bool:
@@ -39,7 +41,7 @@ TASKS: dict[str, GlueTask] = {
         GlueTask("sst2", ("sentence", None), 2, ("validation",), "SST-2", ("dev.tsv",)),
         GlueTask("mrpc", ("sentence1", "sentence2"), 2, ("validation",), "MRPC", ("dev.tsv",)),
         GlueTask("qqp", ("question1", "question2"), 2, ("validation",), "QQP", ("dev.tsv",)),
-        GlueTask("stsb", ("sentence1", "sentence2"), 1, ("validation",), "STS-B", ("dev.tsv",)),
+        GlueTask("stsb", ("sentence1", "sentence2"), 1, ("validation",), "STS-B", ("dev.tsv",), (0.0, 5.0)),
         GlueTask("mnli", ("premise", "hypothesis"), 3, ("validation_matched", "validation_mismatched"), "MNLI",
                  ("dev_matched.tsv", "dev_mismatched.tsv")),
         GlueTask("qnli", ("question", "sentence"), 2, ("validation",), "QNLI", ("dev.tsv",)),
@@ -63,18 +65,51 @@ def get_task(name: str) -> GlueTask:
 
 
 # ------------------------------------------------------------------ data
-def _read_tsv(path: Path) -> list[list[str]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+def _read_tsv(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank line of a GLUE TSV file (tab-separated, no quoting)."""
+    rows = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not UTF-8 ({error.reason} at byte {error.start}).") from None
+            line = line.rstrip("\r\n")
+            if line.strip():
+                rows.append((number, line.split("\t")))
+    return rows
+
+
+def _tsv_label(task: GlueTask, raw: str, at: str) -> Any:
+    try:
+        if task.is_regression:
+            return float(raw)
+        if task.name in _NAMED_LABELS:
+            return _NAMED_LABELS[task.name][raw]
+        return int(raw)
+    except (ValueError, KeyError):
+        allowed = ("a number" if task.is_regression else
+                   " or ".join(map(repr, _NAMED_LABELS[task.name])) if task.name in _NAMED_LABELS else "an integer")
+        raise ValueError(f"{at}: label {raw!r} is not {allowed}.") from None
 
 
 def _tsv_rows(task: GlueTask, path: Path) -> list[dict[str, Any]]:
-    """Rows of an original GLUE TSV file, with the Hub's column names and label ids."""
+    """Rows of an original GLUE TSV file, with the Hub's column names and label ids; every line is read, or the
+    file is refused naming the line."""
     rows = _read_tsv(path)
     a, b = task.keys
     if task.name == "cola":  # no header: source, label, original label, sentence
-        return [{a: r[3], "label": int(r[1])} for r in rows if len(r) >= 4]
-    header, body = rows[0], rows[1:]
+        out = []
+        for number, r in rows:
+            at = f"{path}, line {number}"
+            if len(r) != 4:
+                raise ValueError(f"{at}: {len(r)} tab-separated field(s); CoLA's files have 4 (source, label, "
+                                 "original label, sentence).")
+            out.append({a: r[3], "label": _tsv_label(task, r[1], at), "_line": number})
+        return out
+    if not rows:
+        raise ValueError(f"{path}: no rows.")
+    (_, header), body = rows[0], rows[1:]
     col = {name: i for i, name in enumerate(header)}
     source = {
         "sst2": ("sentence", None, "label"),
@@ -90,15 +125,11 @@ def _tsv_rows(task: GlueTask, path: Path) -> list[dict[str, Any]]:
     if missing:
         raise ValueError(f"{path}: expected columns {[c for c in source if c]} in the header, missing {missing}.")
     out = []
-    for r in body:
-        raw = r[col[source[2]]]
-        if task.is_regression:
-            label: Any = float(raw)
-        elif task.name in _NAMED_LABELS:
-            label = _NAMED_LABELS[task.name][raw]
-        else:
-            label = int(raw)
-        row = {a: r[col[source[0]]], "label": label}
+    for number, r in body:
+        at = f"{path}, line {number}"
+        if len(r) != len(header):
+            raise ValueError(f"{at}: {len(r)} tab-separated field(s) where the header has {len(header)}.")
+        row = {a: r[col[source[0]]], "label": _tsv_label(task, r[col[source[2]]], at), "_line": number}
         if b is not None:
             row[b] = r[col[source[1]]]
         out.append(row)
@@ -150,13 +181,20 @@ def local_split_files(task: GlueTask, data_dir: str | Path) -> dict[str, Path]:
 
 def _csv_rows(task: GlueTask, path: Path) -> list[dict[str, Any]]:
     """Rows of a CSV file with a header (run_glue's --train_file layout); labels parsed as numbers."""
+    raw = path.read_bytes()
     try:
-        with path.open(encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 ({error.reason} at byte {error.start}).") from None
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 ({error.reason} at byte {error.start}).") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     out = []
-    for number, row in enumerate(rows, start=2):  # line 1 is the header
+    for row in reader:
+        number = reader.line_num
+        if None in row or None in row.values():
+            fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+            raise ValueError(f"{path}, line {number}: {fields} field(s) where the header has "
+                             f"{len(reader.fieldnames or [])}.")
         label = row.get("label")
         try:
             parsed: Any = float(label) if task.is_regression else int(label)  # type: ignore[arg-type]
@@ -209,8 +247,10 @@ def validate_rows(task: GlueTask, rows: list[dict[str, Any]], where: str) -> Non
             raise ValueError(f"{at}: column {bad_text[0]!r} is {row[bad_text[0]]!r}; text columns must be strings.")
         label = row["label"]
         if task.is_regression:
-            ok = isinstance(label, (int, float)) and math.isfinite(label)
-            allowed = "a finite number"
+            low, high = task.label_range or (-math.inf, math.inf)
+            ok = isinstance(label, (int, float)) and not isinstance(label, bool) and math.isfinite(label) \
+                and low <= label <= high
+            allowed = f"a number in [{low:g}, {high:g}]" if task.label_range else "a finite number"
         else:
             ok = isinstance(label, int) and not isinstance(label, bool) and 0 <= label < task.num_labels
             allowed = f"an integer in [0, {task.num_labels})"

@@ -45,7 +45,20 @@ from . import _compat  # checks the installed transformers at import
 from .core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer
 from .core.distributed import max_across_ranks, shutdown
 from .core.report import save_json
-from .core.state_file import DamagedStateError, load_state_file, newest_complete, require, save_state_file
+from .core.run_lock import RunLock
+from .core.state_file import (
+    MANIFEST,
+    DamagedStateError,
+    check_manifest,
+    load_state_file,
+    newest_complete,
+    no_space_error,
+    remove_manifest,
+    require,
+    save_state_file,
+    write_manifest,
+)
+from .data_identity import train_data_fingerprint
 from .loss_check import LossCheck, LossMismatchError, Reference
 from .scorers import (
     Choice,
@@ -136,6 +149,51 @@ class PlannedSampler(PruningSampler):
         return self._assumed if self._assumed is not None else super().__len__()
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights went NaN/inf: the run stops, naming the last good checkpoint."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """A signal stopped the run before its plan's end; its checkpoint resumes it."""
+
+
+def _rng_states() -> dict[str, Any]:
+    """The RNG states the Trainer saves in a checkpoint (python, numpy, torch CPU and accelerator)."""
+    import random
+
+    import numpy as np
+
+    states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                              "cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+@contextlib.contextmanager
+def _rng_as(states: dict[str, Any] | None) -> Iterator[None]:
+    """Run the block with the RNGs set to `states` (then back to where they were); nothing when None."""
+    if states is None:
+        yield
+        return
+    import random
+
+    import numpy as np
+
+    now = _rng_states()
+    for key, setter in (("python", random.setstate), ("numpy", np.random.set_state),
+                        ("cpu", torch.random.set_rng_state), ("cuda", torch.cuda.set_rng_state_all)):
+        if key in states:
+            setter(states[key])
+    try:
+        yield
+    finally:
+        for key, setter in (("python", random.setstate), ("numpy", np.random.set_state),
+                            ("cpu", torch.random.set_rng_state), ("cuda", torch.cuda.set_rng_state_all)):
+            if key in now:
+                setter(now[key])
+
+
 def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
     """Scores in float32 whatever the step's mixed precision: autocast would run their products in bf16/fp16."""
     try:
@@ -216,6 +274,14 @@ class PruningMixin:
         self._scorer: Scorer | None = self._user_scorer
         self._choice: Choice | None = None  # candidate scorers until the first step's loss decides
         self._scorer_checked = False  # the first scored step has checked (and picked) the scorer
+        self._fingerprint_of: tuple[Any, Any] | None = None  # (dataset key, its fingerprint)
+        # The optimizer step whose batches are being forwarded, the buffered rows before it, and the RNG at its
+        # start: a checkpoint saved inside a window (the JIT checkpoint on SIGTERM) holds none of that window.
+        self._window_step: int | None = None
+        self._committed_rows = 0
+        self._window_rng: dict[str, Any] | None = None
+        self._nonfinite_rows: Tensor | int = 0  # examples in steps whose loss was NaN/inf, on the device
+        self._interrupted_by: str | None = None
         self._loss_check = LossCheck()
         self._scores: ScoreBuffer | None = None
         self._step: _Step | None = None
@@ -305,8 +371,12 @@ class PruningMixin:
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         """`Trainer.train`; `resume_from_checkpoint=True` or "latest" resumes from the newest *complete*
-        checkpoint in `output_dir` (a save cut short by a kill is skipped, with a warning), and refuses when
-        there is none, instead of starting over."""
+        checkpoint in `output_dir` (one whose manifest matches its files; others are skipped, saying why), and
+        refuses when there is none, instead of starting over. The output folder is locked for this process's
+        life: a second run into it is refused. A run stopped by SIGTERM (`enable_jit_checkpoint`) ends with
+        `TrainingInterrupted` after its checkpoint, not as a finished run."""
+        if self.args.should_save:
+            RunLock(self.args.output_dir).acquire()
         if resume_from_checkpoint is True or resume_from_checkpoint == "latest":
             found = newest_complete(self.args.output_dir, "checkpoint-", checkpoint_pruning_state)
             if found is None:
@@ -316,7 +386,36 @@ class PruningMixin:
                 )
             logger.warning("Resuming from %s, the newest complete checkpoint.", found[0])
             resume_from_checkpoint = str(found[0])
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            checkpoint_pruning_state(resume_from_checkpoint)  # complete and undamaged, before anything is loaded
+        self._interrupted_by = None
+        with self._watch_sigterm():
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def _watch_sigterm(self) -> Iterator[None]:
+        """With `enable_jit_checkpoint`, the Trainer saves a checkpoint on SIGTERM and stops early; note the signal
+        so that the end of training reports an interruption, not a finished run."""
+        import signal
+        import threading
+
+        if not getattr(self.args, "enable_jit_checkpoint", False) or threading.current_thread() is not \
+                threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def noted(signum, frame):
+            self._interrupted_by = "SIGTERM"
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, noted)
+        try:
+            yield
+        finally:
+            if signal.getsignal(signal.SIGTERM) is noted:
+                signal.signal(signal.SIGTERM, previous)
 
     def get_train_dataloader(self):
         if self.train_dataset is None:
@@ -340,6 +439,7 @@ class PruningMixin:
             inner = self.data_collator
         else:
             inner = self._get_collator_with_removed_columns(self.data_collator, description="training")
+        self.pruner.data_fingerprint = self._data_fingerprint(dataset)
         self._pruning_sampler = PlannedSampler(self.pruner)
         # `_get_dataloader` reads `self.data_collator`: hand it the indexing collator for this one call.
         user_collator, self.data_collator = self.data_collator, IndexingCollator(inner)
@@ -353,6 +453,19 @@ class PruningMixin:
             )
         finally:
             self.data_collator = user_collator
+
+    def _data_fingerprint(self, dataset: Any):
+        """The fingerprint of the rows the model trains on (computed once per dataset object), recorded in every
+        checkpoint and compared on resume."""
+        key = getattr(dataset, "_fingerprint", None) or id(dataset)  # datasets' own lineage fingerprint
+        if self._fingerprint_of is not None and self._fingerprint_of[0] == key:
+            return self._fingerprint_of[1]
+        start = time.time()
+        found = train_data_fingerprint(dataset)
+        self._fingerprint_of = (key, found)
+        logger.info("Training data fingerprint: %d rows, %s (%.1f s)", found.rows, found.ordered[:16],
+                    time.time() - start)
+        return found
 
     # --------------------------------------------------------- step plan
     def set_initial_training_values(self, args, dataloader):
@@ -467,6 +580,7 @@ class PruningMixin:
             model, epoch, train_dataloader, steps_in_epoch, num_update_steps_per_epoch, *args, **kwargs
         )
         self._flush_scores()  # the next epoch's selection needs this epoch's scores
+        self._check_finite(f"at the end of epoch {epoch}")
         return result
 
     def _log_pruning(self, logs: dict[str, Any]) -> None:
@@ -513,8 +627,11 @@ class PruningMixin:
                 "Cause: a `get_train_dataloader` override replaced PruningMixin's dataloader. Build the dataloader "
                 "with `super().get_train_dataloader()`."
             )
-        assert self.pruner is not None
+        assert self.pruner is not None and self._scores is not None
         indices = inputs.pop(INDEX_KEY)
+        if self._window_step != self.state.global_step:  # the first batch of an optimizer step's window
+            self._window_step, self._committed_rows = self.state.global_step, len(self._scores)
+            self._window_rng = _rng_states()
         self._step = _Step(indices=indices, inputs=dict(inputs), num_items=num_items_in_batch)
         try:
             loss = super().training_step(model, inputs, num_items_in_batch)
@@ -536,10 +653,13 @@ class PruningMixin:
         assert self._scores is not None
         # On the device until the epoch ends or a checkpoint is saved (`_flush_scores`): no per-step collective
         # or host copy.
-        if step.scored is None:
-            self._scores.add(indices)
-        else:
-            self._scores.add(indices, *self._checked_scores(step))
+        scored = None if step.scored is None else self._checked_scores(step)
+        self._scores.add(indices, *(scored or ()))
+        if isinstance(loss, Tensor):  # on the device: read where the scores are flushed (`_check_finite`)
+            bad = ~torch.isfinite(loss.detach()).all()
+            if scored is not None:  # a batch with nothing to score has a 0/0 loss: that is not divergence
+                bad = bad & (scored[2] > 0).any()
+            self._nonfinite_rows = self._nonfinite_rows + bad * indices.numel()
         return loss
 
     def _checked_scores(self, step: _Step) -> tuple[Tensor, Tensor, Tensor]:
@@ -614,9 +734,10 @@ class PruningMixin:
             reference.source)
         return step.scored[index]
 
-    def _flush_scores(self) -> None:
+    def _flush_scores(self, committed_only: bool = False) -> None:
         """All ranks' buffered scores into the store (at each epoch's end and before each checkpoint save), once
-        the steps since the last flush are known to have reproduced their loss."""
+        the steps since the last flush are known to have reproduced their loss. `committed_only`: leave out the
+        batches of an optimizer step not yet taken (a save inside a gradient-accumulation window)."""
         if self._scores is None:
             return
         if self.pruner is not None and self.pruner.policy.uses_scores and self._verify_scores:
@@ -631,7 +752,34 @@ class PruningMixin:
                     "no selection has read them. Pass a `scorer=` that reproduces your loss per example (or "
                     "`verify_scores=False` to rank by a user scorer unverified), and resume from the last checkpoint."
                 )
-        self._scores.flush()
+        in_window = committed_only and self._window_step == self.state.global_step
+        self._scores.flush(self._committed_rows if in_window else None)
+        self._committed_rows = 0
+
+    def _check_finite(self, when: str) -> None:
+        """Stop a run whose loss or weights went NaN/inf (beyond `nonfinite_tolerance` examples), before its
+        state is saved or its scores select anything; every rank reaches the same verdict."""
+        assert self.pruner is not None
+        rows = self._nonfinite_rows if isinstance(self._nonfinite_rows, Tensor) else torch.tensor(0)
+        params = [p.detach() for p in self.model.parameters()]
+        weights_bad = torch.stack([~torch.isfinite(p).all() for p in params]).any() if params else torch.tensor(False)
+        verdict = max_across_ranks(torch.stack([rows.float().cpu().reshape(()),
+                                                weights_bad.float().cpu().reshape(())]))
+        bad_rows = max(int(verdict[0]), self.pruner.store.nonfinite_count)
+        tolerance = self.pruning_args.nonfinite_tolerance
+        if not bool(verdict[1]) and bad_rows <= tolerance:
+            return
+        what = ("the model's weights hold NaN or inf" if bool(verdict[1]) else
+                f"the loss of {bad_rows} example(s) was NaN or inf (nonfinite_tolerance={tolerance})")
+        found = newest_complete(self.args.output_dir, "checkpoint-", checkpoint_pruning_state)
+        last = (f"The last good checkpoint is {found[0]}: resume from it" if found is not None else
+                "No checkpoint was saved before it: start again")
+        raise TrainingDiverged(
+            f"Training diverged: {what}, found {when} (step {self.state.global_step}). Nothing was saved as if the "
+            f"run had finished. {last} with a lower learning rate, gradient clipping (max_grad_norm), or bf16 "
+            "instead of fp16. To let a few non-finite examples pass (they keep their last finite score), set "
+            "PruningArguments(nonfinite_tolerance=N)."
+        )
 
     def _hook_model(self) -> None:
         """Put the scoring hook on the user's model, before Accelerate wraps it (DDP, FSDP and DeepSpeed call
@@ -718,20 +866,57 @@ class PruningMixin:
 
     # --------------------------------------------------- checkpoints/end
     def _save_checkpoint(self, model, trial):
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+        """The Trainer's checkpoint with the pruning state in it, made complete by a manifest written last.
 
-        self._flush_scores()  # every rank, before the state is written: resume continues from the same store
+        A save inside a gradient-accumulation window (the JIT checkpoint on SIGTERM, before the optimizer step)
+        holds the state at the window's start: its batches' scores stay out, and the RNG state saved is the
+        window's starting one, so the resumed run redoes the window as the uninterrupted run did. Older
+        checkpoints are rotated out only after the manifest, so a complete one always remains."""
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        self._flush_scores(committed_only=True)  # every rank, before the state is written
+        step = self.state.global_step
+        self._check_finite(f"before saving checkpoint-{step}")
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
         if self.pruner is not None and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial),
-                                  f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            # Written (atomically) before the Trainer's own files, whose trainer_state.json comes last:
-            # a checkpoint with trainer_state.json is complete (`checkpoint_pruning_state`).
-            save_state_file({**self.pruner.state_dict(), "global_step": self.state.global_step},
-                            os.path.join(folder, STATE_FILE))
-        super()._save_checkpoint(model, trial)
+            remove_manifest(folder)  # a folder saved again is incomplete until its new manifest is written
+            save_state_file({**self.pruner.state_dict(), "global_step": step}, os.path.join(folder, STATE_FILE))
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        in_window = self._window_step == step and self._window_rng is not None
+        try:
+            with _rng_as(self._window_rng if in_window else None):
+                super()._save_checkpoint(model, trial)
+        except Exception as error:  # noqa: BLE001 - rewrapped only when it is a full disk
+            from pathlib import Path
+
+            written = [p for p in Path(folder).rglob("*") if p.is_file()] if os.path.isdir(folder) else []
+            last = max(written, key=lambda p: p.stat().st_mtime_ns, default=folder)  # the file it was writing
+            full = no_space_error(error, last)
+            if full is not None:
+                raise full from None
+            raise
+        finally:
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()  # every rank's files are in place
+        if self.args.should_save:
+            write_manifest(folder, step)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
     def _finalize_training(self, trial, num_train_samples, start_time):
+        if self._interrupted_by is not None or (self.state.global_step < self.state.max_steps
+                                                and getattr(self.args, "enable_jit_checkpoint", False)
+                                                and self.control.should_training_stop):
+            found = newest_complete(self.args.output_dir, "checkpoint-", checkpoint_pruning_state)
+            raise TrainingInterrupted(
+                f"Training was interrupted ({self._interrupted_by or 'stopped early'}) at step "
+                f"{self.state.global_step} of {self.state.max_steps}: nothing was written as if the run had "
+                f"finished. {'Its state is in ' + str(found[0]) if found else 'No complete checkpoint holds it'}: "
+                "resume with resume_from_checkpoint=True (the scripts' --resume_from_checkpoint latest)."
+            )
+        self._check_finite("at the end of training")
         if self._scores is not None and len(self._scores):  # every epoch ends with a flush (`_run_epoch`)
             raise RuntimeError("PruningTrainer: scores were left unflushed at the end of training.")
         if self.pruner is not None and self.pruner.epoch is not None:
@@ -804,6 +989,10 @@ def checkpoint_pruning_state(folder: os.PathLike[str] | str, step: int | None = 
         if folder.name != f"checkpoint-{step}":
             raise DamagedStateError(f"trainer_state.json is at step {step}, not the folder's")
     path = folder / STATE_FILE
+    if not path.is_file() and not (folder / MANIFEST).is_file():
+        raise DamagedStateError(f"{folder} has no {STATE_FILE}: it was not written by PruningTrainer, so the pruning "
+                                "scores and selection cannot be restored")
+    check_manifest(folder, step)
     state = load_state_file(path)
     require(state, path, "global_step")
     if int(state["global_step"]) != step:

@@ -3,16 +3,18 @@
     python tests/fault_train.py OUT            # train; resume from OUT's newest complete checkpoint if any
     FAULT=state:7 python tests/fault_train.py OUT   # SIGKILL itself halfway through writing step 7's pruning state
     FAULT=rng:12 python tests/fault_train.py OUT    # SIGKILL itself inside step 12's Trainer save (no trainer_state.json)
+    JIT=1 python tests/fault_train.py OUT           # enable_jit_checkpoint: SIGTERM saves a checkpoint and stops
 """
 
 import os
 import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
 from tiny import tiny_args, tiny_bert, tiny_dataset  # noqa: E402
-from transformers import Trainer  # noqa: E402
+from transformers import Trainer, TrainerCallback  # noqa: E402
 
 import emp_hf.trainer as pruning_trainer  # noqa: E402
 from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
@@ -46,15 +48,25 @@ def arm_fault(spec: str) -> None:
         Trainer._save_rng_state = killed_in_save
 
 
+class Slow(TrainerCallback):
+    """Sleeps between the micro-batches of a gradient-accumulation window, so that a SIGTERM lands inside one."""
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        time.sleep(float(os.environ["SLOW"]))
+
+
 def main(out: str) -> None:
     if os.environ.get("FAULT"):
         arm_fault(os.environ["FAULT"])
     trainer = PruningTrainer(
         model=tiny_bert(),
-        args=tiny_args(out, num_train_epochs=5, save_strategy="steps", save_steps=1, save_total_limit=3,
-                       gradient_accumulation_steps=2, per_device_train_batch_size=3),
+        args=tiny_args(out, num_train_epochs=5, save_strategy="steps", save_total_limit=3,
+                       gradient_accumulation_steps=2, per_device_train_batch_size=3,
+                       **({"enable_jit_checkpoint": True, "save_steps": 1000} if os.environ.get("JIT") else
+                          {"save_steps": 1})),
         train_dataset=tiny_dataset(40),
         pruning_args=PruningArguments(method="emp", prune=0.5, anneal=0.2),
+        callbacks=[Slow()] if os.environ.get("SLOW") else None,
     )
     resume = newest_complete(out, "checkpoint-", pruning_trainer.checkpoint_pruning_state)
     print("TRAINING", "resume" if resume else "fresh", flush=True)

@@ -65,3 +65,32 @@ def test_sigkill_anywhere_then_resume_latest_ends_like_the_uninterrupted_run(tmp
     assert weights.keys() == ref_weights.keys()
     for name, value in ref_weights.items():
         assert torch.equal(weights[name], value), name
+
+
+@pytest.mark.slow
+def test_sigterm_with_the_jit_checkpoint_is_an_interruption_that_resumes_exactly(tmp_path):
+    """transformers' `enable_jit_checkpoint` saves a checkpoint on SIGTERM (before the optimizer step of the window
+    in flight) and stops early: the run must end non-zero as interrupted, write nothing that looks finished, and
+    resume to the uninterrupted run's counts and weights."""
+    jit = {**ENV, "JIT": "1"}
+    reference = tmp_path / "reference"
+    done = subprocess.run([sys.executable, str(SCRIPT), str(reference)], env=jit, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ref_weights, ref_report = outcome(reference)
+
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(out)], env={**jit, "SLOW": "0.3"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("TRAINING")
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Training was interrupted (SIGTERM) at step" in err, err[-2000:]
+    assert not (out / "final_weights.pt").exists() and not (out / "pruning_report.json").exists()
+    assert any(out.glob("checkpoint-*/emp_hf_checkpoint.json"))
+    resumed = subprocess.run([sys.executable, str(SCRIPT), str(out)], env=jit, capture_output=True, text=True)
+    assert resumed.returncode == 0 and "TRAINING resume" in resumed.stdout, resumed.stderr[-2000:]
+    weights, report = outcome(out)
+    assert report == ref_report
+    for name, value in ref_weights.items():
+        assert torch.equal(weights[name], value), name

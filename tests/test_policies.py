@@ -141,7 +141,7 @@ def test_top_k_ties_break_towards_lower_index():
 
 
 def test_nonfinite_losses_never_enter_a_selection():
-    p = DataPruner(4, 3, PruningConfig(method="emp", prune=0.5, anneal=0.0))
+    p = DataPruner(4, 3, PruningConfig(method="emp", prune=0.5, anneal=0.0, nonfinite_tolerance=2))
     p.set_epoch(0)
     p.update(torch.arange(4), torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.zeros(4))
     p.update(torch.arange(4), torch.tensor([float("nan"), float("inf"), 0.5, 0.5]), torch.zeros(4))

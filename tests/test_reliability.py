@@ -18,7 +18,7 @@ from tiny import tiny_args, tiny_bert, tiny_dataset
 
 from emp_hf import PruningArguments, PruningConfig, PruningTrainer
 from emp_hf.core import DataPruner
-from emp_hf.core.state_file import DamagedStateError, load_state_file, save_state_file
+from emp_hf.core.state_file import DamagedStateError, load_state_file, save_state_file, write_manifest
 from emp_hf.glue import TASKS, load_local
 from emp_hf.trainer import STATE_FILE
 from emp_hf.vision import train as vision_train
@@ -120,6 +120,9 @@ def test_vision_resume_with_changed_settings_is_refused_by_name(tmp_path):
 def test_a_pruning_state_from_another_step_is_refused(finished_run, tmp_path):
     out = copy_run(finished_run, tmp_path)
     shutil.copy(out / "checkpoint-6" / STATE_FILE, out / "checkpoint-9" / STATE_FILE)
+    with pytest.raises(ValueError, match="checkpoint-9/pruning_state.pt is damaged: it has .* bytes where the save"):
+        trainer(out).train(resume_from_checkpoint=str(out / "checkpoint-9"))
+    write_manifest(out / "checkpoint-9", 9)  # a manifest sealed over the mixed folder: the step still tells
     with pytest.raises(ValueError, match="belongs to step 6, but its checkpoint's trainer_state.json is at step 9"):
         trainer(out).train(resume_from_checkpoint=str(out / "checkpoint-9"))
 
@@ -136,25 +139,26 @@ def test_divergence_stops_the_run_with_its_likely_causes(tmp_path):
     run = trainer(tmp_path, save_strategy="no")
     with torch.no_grad():
         run.model.classifier.weight[0, 0] = float("nan")  # every loss NaN, as after a blow-up
-    with pytest.raises(RuntimeError, match=r"Epoch 0: 24 of 24 per-example losses were NaN or inf.*learning rate"
+    with pytest.raises(RuntimeError, match=r"Training diverged: the model's weights hold NaN or inf.*learning rate"
                                            r".*fp16"):
         run.train()
 
 
-def test_some_nonfinite_scores_warn_with_the_count(caplog):
-    pruner = DataPruner(10, 3, PruningConfig(method="emp", prune=0.5))
+def test_nonfinite_scores_beyond_the_tolerance_stop_the_run(caplog):
+    pruner = DataPruner(10, 3, PruningConfig(method="emp", prune=0.5, nonfinite_tolerance=2))
     pruner.set_epoch(0)
     losses = torch.arange(10.0)
     losses[[2, 5]] = float("nan")
     pruner.update(torch.arange(10), losses)
     with caplog.at_level(logging.WARNING, logger="emp_hf"):
         pruner.set_epoch(1)
-    assert "Epoch 0: 2 of 10 per-example losses were NaN or inf" in caplog.text
-    pruner = DataPruner(10, 3, PruningConfig(method="emp", prune=0.5))
+    assert "Epoch 0: 2 of 10 per-example losses were NaN or inf" in caplog.text and "2 of nonfinite_tolerance=2" \
+        in caplog.text
+    pruner = DataPruner(10, 3, PruningConfig(method="emp", prune=0.5))  # the default tolerance is 0
     pruner.set_epoch(0)
-    losses[:6] = float("inf")  # 6 of 10 > the 50% limit
+    losses[:1] = float("inf")
     pruner.update(torch.arange(10), losses)
-    with pytest.raises(RuntimeError, match="6 of 10 per-example losses"):
+    with pytest.raises(RuntimeError, match="3 of 10 per-example losses.*more than nonfinite_tolerance=0"):
         pruner.set_epoch(1)
 
 
@@ -230,6 +234,7 @@ def test_a_state_missing_a_field_is_named_damaged(finished_run, tmp_path):
     state = load_state_file(path)
     del state["store"]["ema"]
     save_state_file(state, path)
+    write_manifest(out / "checkpoint-9", 9)
     with pytest.raises(DamagedStateError, match=r"pruning_state.pt is damaged: KeyError: 'ema'"):
         trainer(out).train(resume_from_checkpoint=str(out / "checkpoint-9"))
 

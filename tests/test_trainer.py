@@ -12,6 +12,7 @@ from tiny import tiny_args, tiny_bert, tiny_dataset
 from transformers import Trainer, TrainerCallback, default_data_collator
 
 from emp_hf import PruningArguments, PruningTrainer
+from emp_hf.core.state_file import write_manifest
 from emp_hf.trainer import INDEX_KEY, REPORT_FILE, STATE_FILE, model_card_section
 
 
@@ -262,7 +263,8 @@ def test_resume_from_a_plain_trainer_checkpoint_is_refused(tmp_path):
     (tmp_path / "checkpoint-8" / STATE_FILE).unlink()
     again = make(tmp_path, num_train_epochs=3, save_strategy="epoch",
                  pruning=PruningArguments(method="emp", prune=0.5))
-    with pytest.raises(ValueError, match="no pruning_state.pt"):
+    (tmp_path / "checkpoint-8" / "emp_hf_checkpoint.json").unlink()  # as a plain Trainer's checkpoint: no manifest
+    with pytest.raises(ValueError, match="no pruning_state.pt: it was not written by PruningTrainer"):
         again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-8"))
 
 
@@ -280,6 +282,7 @@ def test_a_crafted_pruning_state_is_refused_and_does_not_run(tmp_path):
 
     with open(tmp_path / "checkpoint-8" / STATE_FILE, "wb") as f:
         pickle.dump({"state": Payload()}, f)
+    write_manifest(tmp_path / "checkpoint-8", 8)  # a crafted checkpoint can carry a matching manifest
     again = make(tmp_path, num_train_epochs=3, save_strategy="epoch",
                  pruning=PruningArguments(method="emp", prune=0.5))
     with pytest.raises(ValueError, match="pruning_state.pt is damaged or unsafe: .*nothing in it was run"):

@@ -61,9 +61,12 @@ class ScoreBuffer:
             values[:, : self._rows] = self._values[:, : self._rows]
         self._indices, self._values = indices, values
 
-    def flush(self) -> None:
-        """Gather every rank's rows and apply them to the pruner (every rank must call this together)."""
-        rows = self._rows
+    def flush(self, rows: int | None = None) -> None:
+        """Gather every rank's rows and apply them to the pruner (every rank must call this together). `rows`:
+        only the first that many (a checkpoint inside a gradient-accumulation window leaves out the window's
+        batches); the rest stay buffered, in order."""
+        held = self._rows
+        rows = held if rows is None else min(int(rows), held)
         empty = torch.empty(0, dtype=torch.int64)
         indices = self._indices[:rows] if self._indices is not None else empty
         if self.scored:
@@ -75,4 +78,7 @@ class ScoreBuffer:
             (all_idx,) = gather_updates(indices)
             if all_idx.numel():
                 self.pruner.count_forwarded(all_idx.numel())
-        self._rows = 0
+        if rows < held and self._indices is not None and self._values is not None:
+            self._indices[: held - rows] = self._indices[rows:held].clone()
+            self._values[:, : held - rows] = self._values[:, rows:held].clone()
+        self._rows = held - rows

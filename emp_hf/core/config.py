@@ -59,6 +59,12 @@ class PruningConfig:
         default=False,
         metadata={"help": "static: keep the other end of the score (e.g. the easiest examples by EL2N)."},
     )
+    nonfinite_tolerance: int = field(
+        default=0,
+        metadata={"help": "Examples whose loss may be NaN/inf over the whole run before it stops (they keep their "
+                          "last finite score). 0: the first one stops the run, before its next checkpoint or "
+                          "selection."},
+    )
 
     def __post_init__(self) -> None:
         from .policies import POLICIES  # local import: policies import this module
@@ -76,6 +82,9 @@ class PruningConfig:
         _check_range("ema_alpha", self.ema_alpha, 0.0, 1.0, low_open=True, high_open=False)
         _check_range("eps", self.eps, 0.0, 1.0, low_open=False, high_open=False)
         _check_range("ucb_c", self.ucb_c, 0.0, math.inf, low_open=False, high_open=True)
+        tolerance = self.nonfinite_tolerance
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+            raise ValueError(f"`nonfinite_tolerance` must be an integer >= 0, got {tolerance!r}.")
 
     @property
     def effective_anneal(self) -> float:

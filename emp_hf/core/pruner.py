@@ -17,8 +17,8 @@ selection the uninterrupted run would have made.
 from __future__ import annotations
 
 import hashlib
-import math
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from torch import Tensor
 
 from . import policies
 from .config import PruningConfig
+from .fingerprint import DataFingerprint
 from .packed import PackedMask
 from .policies import (
     Scores,
@@ -46,8 +47,6 @@ from .static import check_static_file
 
 logger = logging.getLogger("emp_hf")
 
-#: An epoch whose per-example scores are more than this fraction NaN/inf has diverged: the run stops.
-NONFINITE_LIMIT = 0.5
 #: The version of the draws every method shares (ties at the threshold, the epoch order): with the policy's own
 #: `rules_version` it goes into `plan_settings`, so a checkpoint written by code that would select or order
 #: differently refuses to resume. Raise it whenever the same state, seed and epoch would give another order.
@@ -127,6 +126,9 @@ class DataPruner:
         #: Facts of the front end that shape the step plan (world size, batch, accumulation), set by it;
         #: saved with the state and compared on resume.
         self.run_facts: dict[str, Any] = {}
+        #: What the run trains on (`core/fingerprint.py`), set by the front end before a resume: a checkpoint made
+        #: on other data (other rows, another order, other labels or tokens) is refused.
+        self.data_fingerprint: DataFingerprint | None = None
         self.policy = build_policy(self.config, static_scores)
         self.schedule = PruningSchedule(num_epochs, self.config.prune, self.config.effective_anneal, self.config.period)
         self.store = ScoreStore(num_examples, self.config.ema_alpha)
@@ -152,6 +154,7 @@ class DataPruner:
         self._pruned_epoch: int | None = None
         self._order: Tensor | None = None
         self._dense_weights: tuple[Selection, Tensor] | None = None
+        self._closed: set[int] = set()  # epochs whose scores `close_epoch` has checked
 
     # ------------------------------------------------------------------ plan
     def plan(self) -> list[int]:
@@ -288,12 +291,13 @@ class DataPruner:
         self.count_forwarded(rows)
 
     def close_epoch(self, epoch: int) -> None:
-        """Check an epoch's scores once it is over: a WARNING with the count when some were NaN/inf, and
-        an error when none were finite or more than `NONFINITE_LIMIT` of them were not: selecting on what
-        is left would be selecting on noise (or on the index order of the survivors)."""
+        """Check an epoch's scores once it is over: an error when more NaN/inf losses were seen in the run than
+        `nonfinite_tolerance` allows (training has diverged: selecting on what is left would be selecting on
+        noise), else a WARNING with the count; and an error when no example could be scored at all."""
         record = self.report.epochs.get(epoch)
-        if record is None:
+        if record is None or epoch in self._closed:
             return
+        self._closed.add(epoch)
         if record.unscored_rows and self.policy.uses_scores:
             if self.store.num_seen == 0:
                 raise RuntimeError(
@@ -307,15 +311,17 @@ class DataPruner:
         if not record.nonfinite_rows:
             return
         rows, bad = record.scored_rows - record.unscored_rows, record.nonfinite_rows
-        if self.policy.uses_scores and (bad == rows or bad > NONFINITE_LIMIT * rows):
+        tolerance = self.config.nonfinite_tolerance
+        if self.store.nonfinite_count > tolerance:
             raise RuntimeError(
-                f"Epoch {epoch}: {bad} of {rows} per-example losses were NaN or inf, so training has diverged and "
-                f"pruning cannot rank the examples (the limit is {NONFINITE_LIMIT:.0%}). Likely causes: a learning "
-                "rate too high, fp16 overflow (use bf16, or a loss scale), or bad inputs. Fix the run and restart "
-                "it from a checkpoint before the divergence."
+                f"Epoch {epoch}: {bad} of {rows} per-example losses were NaN or inf ({self.store.nonfinite_count} in "
+                f"the run, more than nonfinite_tolerance={tolerance}), so training has diverged. Likely causes: a "
+                "learning rate too high, fp16 overflow (use bf16, or a loss scale), or bad inputs. Fix the run and "
+                "restart it from a checkpoint before the divergence."
             )
-        logger.warning("Epoch %d: %d of %d per-example losses were NaN or inf and were dropped from the scores.",
-                       epoch, bad, rows)
+        logger.warning("Epoch %d: %d of %d per-example losses were NaN or inf and were dropped from the scores (they "
+                       "keep their last finite score; %d of nonfinite_tolerance=%d used).", epoch, bad, rows,
+                       self.store.nonfinite_count, tolerance)
 
     def count_forwarded(self, count: int) -> None:
         """Count examples forwarded without scores (methods that never read them, unlabelled data)."""
@@ -407,11 +413,13 @@ class DataPruner:
             "pruned_epoch": self._pruned_epoch,
             "store": self.store.state_dict(),
             "report": self.report.state_dict(),
+            "data": None if self.data_fingerprint is None else self.data_fingerprint.to_dict(),
         }
 
     def plan_settings(self) -> dict[str, Any]:
         """Everything that shapes the selections and the step plan; a resumed run must match all of it."""
-        settings = {k: v for k, v in self.config.to_dict().items() if k not in ("static_scores_file", "pruning_seed")}
+        settings = {k: v for k, v in self.config.to_dict().items()
+                    if k not in ("static_scores_file", "pruning_seed", "nonfinite_tolerance")}
         return {**settings, "pruning_seed": self.seed, "num_epochs": self.schedule.num_epochs,
                 "num_examples": self.num_examples, "static_scores": self.static_digest,
                 "selection_rules": f"{self.shared_rules}.{self.policy.rules_version}", **self.run_facts}
@@ -439,10 +447,32 @@ class DataPruner:
                 f"Cannot resume from {source}: it was made for another pruning plan, and resuming would train a "
                 f"plan that is neither the old one nor the new one. Changed: {'; '.join(changed)}. {fix}"
             )
+        self._check_same_data(state.get("data"), source)
         try:
             self._restore(state)
         except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as error:
             raise DamagedStateError(f"{source} is damaged: {type(error).__name__}: {error}") from None
+
+    def _check_same_data(self, saved: Any, source: str) -> None:
+        """Refuse a checkpoint made on other training data than this run's, naming what changed."""
+        if self.data_fingerprint is None:
+            return
+        if saved is None:
+            logger.warning("%s records no fingerprint of its training data (an emp-hf before 0.1.0's data check "
+                           "wrote it): resuming without checking that the data is the same.", source)
+            return
+        try:
+            before = DataFingerprint.from_dict(saved)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise DamagedStateError(f"{source} is damaged: field 'data' is not a data fingerprint.") from None
+        changed = before.difference(self.data_fingerprint)
+        if changed is not None:
+            raise ValueError(
+                f"Cannot resume from {source}: the training data differs from the data it was trained on, in "
+                f"{changed}. Its scores and selection are indexed by row, so they would land on other rows. Resume "
+                "with the same data (same files, subset, order, labels and tokenisation), or start a new run in a "
+                "new output folder."
+            )
 
     def _restore(self, state: dict[str, Any]) -> None:
         def unpack(packed: dict[str, Any] | None) -> Selection | None:

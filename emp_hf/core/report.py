@@ -127,4 +127,8 @@ class PruningReport:
 
 
 def save_json(data: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    """Written atomically (a kill leaves the old file or the new one); a full disk is named as such."""
+    from .state_file import write_atomically
+
+    body = (json.dumps(data, indent=2) + "\n").encode()
+    write_atomically(path, lambda f: f.write(body))

@@ -23,6 +23,8 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from ..core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer, classification_scores, save_json
+from ..core.fingerprint import tensors_fingerprint
+from ..core.run_lock import RunLock
 from ..core.policies import seeded_generator
 from ..core.state_file import DamagedStateError, load_state_file, newest_complete, require, save_state_file
 from .augment import normalise, random_crop_flip
@@ -205,6 +207,8 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
     os.makedirs(vargs.output_dir, exist_ok=True)
+    if main:
+        RunLock(vargs.output_dir).acquire()  # one run per output folder (released at exit)
 
     # ---- data: whole set on the device, variants by seed
     raw = data if data is not None else load_image_data(vargs.dataset, vargs.data_dir, seed=vargs.seed)
@@ -230,6 +234,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
                         **({"budget_examples": budget} if budget is not None else {}),
                         **({"budget_schedule_examples": list(vargs.budget_schedule_examples)}
                            if vargs.budget_schedule_examples is not None else {})}
+    pruner.data_fingerprint = tensors_fingerprint({"images": data.train_images, "labels": data.train_labels})
     scores = ScoreBuffer(pruner, capacity=-(-n // world) + vargs.batch_size, scored=True)  # the loss needs them
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
     plan = StepPlan(_steps_per_epoch(pruner, world, vargs.batch_size, budget))
@@ -306,6 +311,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         history.append(record)
         bar.set_postfix(test_acc=f"{test_acc:.4f}", kept=record["kept"])
         last = epoch == epochs - 1
+        pruner.close_epoch(epoch)  # a diverged epoch stops the run here, before its checkpoint
         if last or (vargs.save_every and (epoch + 1) % vargs.save_every == 0):
             save_checkpoint(vargs.output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator)
         if main and not last:  # so that an interrupted run keeps what it measured

@@ -26,6 +26,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer, save_json
+from ..core.fingerprint import tensors_fingerprint
+from ..core.run_lock import RunLock
 from ..core.contrastive import SSL_SCORES, nt_xent_terms, view_distance
 from ..core.policies import seeded_generator
 from .augment import draw_view_params, normalise, random_crop_flip, simclr_view
@@ -128,6 +130,8 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
     os.makedirs(args.output_dir, exist_ok=True)
+    if main:
+        RunLock(args.output_dir).acquire()  # one run per output folder (released at exit)
 
     raw = data if data is not None else load_image_data(args.dataset, args.data_dir, seed=args.seed)
     data, _ = apply_variants(raw, max_train=args.max_train_samples, seed=args.seed)
@@ -142,6 +146,7 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
     # Checked on resume: the plan's shape, and what the scores mean (a resumed run must not mix score sources).
     pruner.run_facts = {"world_size": world, "batch_size": args.batch_size, "ssl_score": args.ssl_score,
                         "temperature": args.temperature}
+    pruner.data_fingerprint = tensors_fingerprint({"images": data.train_images, "labels": data.train_labels})
     scores = ScoreBuffer(pruner, capacity=-(-n // world) + args.batch_size, scored=True)  # the loss needs them
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
     plan = StepPlan(_steps_per_epoch(pruner, world, args.batch_size))
@@ -190,6 +195,7 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
         history.append(record)
         bar.set_postfix(nt_xent=f"{record['nt_xent']:.4f}", kept=record["kept"])
         last = epoch == args.epochs - 1
+        pruner.close_epoch(epoch)  # a diverged epoch stops the run here, before its checkpoint
         if last or (args.save_every and (epoch + 1) % args.save_every == 0):
             save_checkpoint(args.output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator)
 
