@@ -415,3 +415,36 @@ def test_full_data_reports_prune_zero_whatever_prune_says(tmp_path):
     card = model_card_section(config, str(tmp_path / "missing.json"))
     assert "prune ratio 0.0." in card and "| prune | 0.0 |" in card and "0.7" not in card
     assert PruningArguments(method="emp", prune=0.7).to_dict()["prune"] == 0.7
+
+
+def test_evaluation_during_training_leaves_the_training_rng_untouched(tmp_path):
+    """The evaluation dataloader's iterator draws from torch's global generator: evaluating each epoch must not
+    change the dropout masks, and so the weights, of the training that follows."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    def dropout_model():
+        torch.manual_seed(0)
+        return BertForSequenceClassification(BertConfig(
+            vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+            max_position_embeddings=16, num_labels=2, hidden_dropout_prob=0.3))
+
+    def final_weights(folder, **overrides):
+        trainer = PruningTrainer(model=dropout_model(), args=tiny_args(folder, num_train_epochs=4, **overrides),
+                                 train_dataset=tiny_dataset(24), eval_dataset=tiny_dataset(8, seed=1),
+                                 pruning_args=PruningArguments(method="emp", prune=0.5))
+        trainer.train()
+        return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    quiet = final_weights(tmp_path / "no-eval")
+    evaluated = final_weights(tmp_path / "eval", eval_strategy="epoch")
+    assert all(torch.equal(quiet[k], evaluated[k]) for k in quiet)
+    # the plain Trainer does shift them: the test can fail
+    from transformers import Trainer
+
+    def plain(folder, **overrides):
+        trainer = Trainer(model=dropout_model(), args=tiny_args(folder, num_train_epochs=2, **overrides),
+                          train_dataset=tiny_dataset(24), eval_dataset=tiny_dataset(8, seed=1))
+        trainer.train()
+        return trainer.model.classifier.weight.detach().clone()
+
+    assert not torch.equal(plain(tmp_path / "p1"), plain(tmp_path / "p2", eval_strategy="epoch"))
