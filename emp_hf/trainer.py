@@ -496,7 +496,7 @@ class PruningMixin:
         )
         self._warn_if_little_is_pruned(plan, num_examples, saved)
         return (
-            num_train_epochs,
+            len(self._epoch_updates),  # the plan's epochs: fewer than num_train_epochs for a budget run
             self._epoch_updates[0],
             num_examples,
             planned_examples,

@@ -14,7 +14,6 @@ schedule, evaluation and checkpoint each epoch. Runs the same under `python`,
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import sys
@@ -29,7 +28,6 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
-    Trainer,
     TrainingArguments,
     set_seed,
 )
@@ -37,7 +35,6 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy, Scheduler
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
-from emp_hf.core import save_json  # noqa: E402
 from emp_hf.core.static import scoring_cost_note  # noqa: E402
 from emp_hf.glue import TASKS, compute_glue_metrics, get_task, load_files, load_local, main_metric  # noqa: E402
 from emp_hf.trainer import release_distributed  # noqa: E402
@@ -91,12 +88,6 @@ class DataArguments:
                           "instead of the first N. Some files are sorted (STS-B's first 2,000 pairs are nearly all "
                           "image captions; its dev set mixes all sources)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each eval split."})
-    budget_examples: int | None = field(
-        default=None,
-        metadata={"help": "Budget-matched baseline (with --method full): train on all the data, no pruning, for as "
-                          "many optimizer steps as forwarding this many examples takes (epochs cut short; the LR "
-                          "schedule spans exactly those steps). Give it a pruned run's forwarded_examples."},
-    )
 
     def __post_init__(self) -> None:
         get_task(self.task)
@@ -110,7 +101,7 @@ class DataArguments:
         if self.train_subset_seed is not None and self.max_train_samples is None:
             raise ValueError("--train_subset_seed draws the --max_train_samples rows at random: give "
                              "--max_train_samples too.")
-        for name in ("max_seq_length", "max_train_samples", "max_eval_samples", "budget_examples"):
+        for name in ("max_seq_length", "max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {value}.")
@@ -218,21 +209,6 @@ def prepare(model_args, data_args, training_args):
     return task, data, tokenizer, make_model
 
 
-def budget_report(trainer, num_examples: int, training_args, budget: int, wall: float) -> dict:
-    """The budget-matched run's facts in the pruning report's terms: examples forwarded, counted from the
-    optimizer steps taken and the batches of each epoch (the last batch of an epoch may be short)."""
-    per_batch = training_args.per_device_train_batch_size * training_args.world_size
-    batches_per_epoch = math.ceil(num_examples / per_batch)
-    batches = trainer.state.global_step * training_args.gradient_accumulation_steps
-    forwarded = (batches // batches_per_epoch) * num_examples + min((batches % batches_per_epoch) * per_batch,
-                                                                    num_examples)
-    full = num_examples * math.ceil(training_args.num_train_epochs)
-    return {"method": "budget_full", "budget_examples": budget, "num_examples": num_examples,
-            "epochs_run": round(batches / batches_per_epoch, 3), "optimizer_steps": trainer.state.global_step,
-            "forwarded_examples": forwarded, "full_data_examples": full, "saved_fraction": 1 - forwarded / full,
-            "train_wall_time_s": wall}
-
-
 def main() -> None:
     model_args, data_args, training_args, pruning_args = parse(sys.argv[1:])
     import torch
@@ -257,17 +233,8 @@ def main() -> None:
     def compute_metrics(p):
         return compute_glue_metrics(task, p.predictions, p.label_ids)
 
-    budget = data_args.budget_examples
-    if budget is not None:
-        if pruning_args.method != "full":
-            raise ValueError(f"--budget_examples is the budget-matched full-data baseline: use it with --method "
-                             f"full, not {pruning_args.method!r}.")
-        # The plain Trainer: no pruning, and `max_steps` (which PruningTrainer refuses) sets the horizon.
-        examples_per_step = (training_args.per_device_train_batch_size * training_args.world_size
-                             * training_args.gradient_accumulation_steps)
-        training_args.max_steps = math.ceil(budget / examples_per_step)
-    trainer_class = Trainer if budget is not None else PruningTrainer
-    trainer = trainer_class(
+    budget = pruning_args.budget_examples
+    trainer = PruningTrainer(
         model=model,
         args=training_args,
         train_dataset=data["train"],
@@ -275,14 +242,11 @@ def main() -> None:
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
-        **({} if budget is not None else {"pruning_args": pruning_args}),
+        pruning_args=pruning_args,
     )
     start = time.time()
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     wall = time.time() - start
-    if budget is not None and trainer.is_world_process_zero():
-        report = budget_report(trainer, len(data["train"]), training_args, budget, wall)
-        save_json(report, os.path.join(training_args.output_dir, "pruning_report.json"))
     trainer.save_model()
     metrics = dict(train_result.metrics)
     metrics["train_samples"] = len(data["train"])
@@ -310,15 +274,16 @@ def main() -> None:
         trainer.create_model_card(**kwargs)
 
     if trainer.is_world_process_zero():
-        report = trainer.pruning_report() if budget is None else budget_report(
-            trainer, len(data["train"]), training_args, budget, wall)
+        report = trainer.pruning_report()
         key = f"eval_{main_metric(task)}"
+        twin = report.get("budget_matched_twin")
         print(
             f"[emp-hf] task={task.name} method={pruning_args.method} "
             + (f"prune={pruning_args.effective_prune} " if budget is None else f"budget_examples={budget:,} ")
             + f"{key}={eval_metrics.get(key, float('nan')):.4f} forwarded={report['forwarded_examples']:,}/"
             f"{report['full_data_examples']:,} saved={report['saved_fraction']:.3f} wall={wall:.1f}s "
             f"world_size={training_args.world_size}" + scoring_cost_note(report)
+            + (f" | budget-matched twin: {twin['flags']}" if twin else "")
         )
     release_distributed(trainer)
 

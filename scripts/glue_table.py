@@ -84,18 +84,23 @@ def paired_with_budget(runs: list[dict], tasks: list[str]) -> list[str]:
     (scripts/sweep_pairs.py): the direct answer to "does pruning beat simply training less?"."""
     from sweep_pairs import PairableRun, budget_pairs
 
+    from emp_hf.compare import describe_differences
+
     pairs = budget_pairs(PairableRun(r["method"], (r["task"], r["prune"]), r["seed"], r["metric"], r["trained"],
                                      r["budget"]) for r in runs)
     rows = sorted({(label, budget, prune) for label, budget, (_, prune) in pairs},
                   key=lambda row: (row[2], row[1], method_rank(row[0]), row[0]))
     lines = []
     for label, budget, prune in rows:
-        cells = [fmt(pairs.get((label, budget, (t, prune)), [])).replace("(n=", "(pairs=") for t in tasks]
+        cells = [describe_differences(pairs[(label, budget, (t, prune))], 100.0)
+                 if (label, budget, (t, prune)) in pairs else "–" for t in tasks]
         lines.append(f"| {label} − {budget} | {prune:g} | " + " | ".join(cells) + " |")
     if not lines:
         return []
     return ["", "Paired by seed, x100: each pruned run minus the full-data run of the same seed cut to the examples "
-            "it forwarded (`budget_X` was cut to X's count; methods that forwarded the same count share it):",
+            "it forwarded (`budget_X` was cut to X's count; methods that forwarded the same count share it). Each "
+            "cell (`emp_hf.compare`): the mean difference [its 95% confidence interval, Student's t] (wins/ties/"
+            "losses, the exact two-sided sign test's p, pairs):",
             "", "| difference | prune | " + " | ".join(t.upper() for t in tasks) + " |",
             "|---|---|" + "---|" * len(tasks), *lines]
 

@@ -33,6 +33,11 @@ def render(base: Path) -> str:
     sys.path.insert(0, str(ROOT / "scripts"))
     from sweep_plot import OWN_SCHEDULE
 
+    PLANNED_SCHEDULE = "[planned: linear to 0]"
+
+    def budget_of(m):  # the pruning dataclass holds it now; recorded runs have it among the vision arguments
+        return m["pruning"].get("budget_examples", m["arguments"].get("budget_examples"))
+
     meta = json.loads((base / "sweep.json").read_text())
     groups: dict[tuple[float, float, str], list[tuple[dict, dict]]] = {}
     for metrics_file in sorted(base.glob("*/metrics.json")):
@@ -42,9 +47,11 @@ def render(base: Path) -> str:
         r = json.loads((metrics_file.parent / "pruning_report.json").read_text())
         method = m["pruning"]["method"]
         variant = metrics_file.parent.name.split("-")[0].partition("+")[2]  # `--variants` label, if any
-        if m["arguments"].get("budget_examples") is not None:
+        if budget_of(m) is not None:
             method = "budget_" + metrics_file.parent.name.split("-")[0].removeprefix("budget_").partition("+")[0]
-            if m["arguments"].get("budget_schedule_examples") is None:  # not the matched run's LR at each step
+            if m["arguments"].get("schedule") == "linear" and variant == "planned":
+                method += f" {PLANNED_SCHEDULE}"
+            elif m["arguments"].get("budget_schedule_examples") is None:  # not the matched run's LR at each step
                 method += f" {OWN_SCHEDULE}"
             prune = float(metrics_file.parent.name.split("-")[1])
         else:
@@ -100,15 +107,18 @@ def render(base: Path) -> str:
     from sweep_pairs import PairableRun, budget_pairs
 
     def epoch_plan(m, r):
-        if m["arguments"].get("budget_examples") is not None:
+        if budget_of(m) is not None:
             plan = m["arguments"].get("budget_schedule_examples")
             return None if plan is None else tuple(plan)
         return tuple(e["forwarded"] for e in r["per_epoch"])
 
     pairs = budget_pairs(PairableRun(method, (noise, prune), m["arguments"]["seed"], m["final"]["test_acc"],
-                                     r["forwarded_examples"], m["arguments"].get("budget_examples"), epoch_plan(m, r))
+                                     r["forwarded_examples"], budget_of(m), epoch_plan(m, r))
                          for (noise, prune, method) in keys for m, r in groups[(noise, prune, method)])
-    paired = [f"| {noise:g} | {prune:g} | {label} − {budget} | {len(diffs)} | {acc(diffs)} |"
+    from emp_hf.compare import describe_differences
+
+    paired = [f"| {noise:g} | {prune:g} | {label} − {budget} | {len(diffs)} | {acc(diffs)} | "
+              f"{describe_differences(diffs, 100.0)} |"
               for (label, budget, (noise, prune)), diffs in sorted(
                   pairs.items(), key=lambda kv: (kv[0][2], kv[0][1], order.get(kv[0][0], 9), kv[0][0]))]
     if paired:
@@ -116,7 +126,8 @@ def render(base: Path) -> str:
                        "same seed cut to the examples it forwarded (`budget_X` was cut to X's count; methods that "
                        "forwarded the same count share it; `budget_X` took X's LR at every step, so it pairs only "
                        "with runs of X's epoch sizes, `[own LR schedule]` ran its own schedule):"), "",
-                  "| label noise | prune | difference | pairs | mean ± std |", "|---|---|---|---|---|", *paired]
+                  "| label noise | prune | difference | pairs | mean ± std | mean [95% CI] (wins/ties/losses, sign "
+                  "p, pairs) |", "|---|---|---|---|---|---|", *paired]
     from sweep_plot import plot_metric_vs_forwarded
 
     if points and plot_metric_vs_forwarded(base / "accuracy_vs_forwarded.png", base.name,
@@ -145,9 +156,11 @@ def main() -> None:
                         help="Seeds (folders get -seed<S>); default: one run with scripts/vision.py's seed.")
     parser.add_argument("--budget_match", default=None, metavar="METHOD",
                         help="Also run the budget-matched full-data baseline of each METHOD run (after it).")
-    parser.add_argument("--budget_schedule", choices=("matched", "own"), default="matched",
+    parser.add_argument("--budget_schedule", choices=("matched", "own", "planned"), default="matched",
                         help="matched: the budget run takes the METHOD run's LR at every step (only the data "
-                             "differ); own: its schedule spans its own epochs (folders budget_METHOD+own-...).")
+                             "differ); own: its schedule spans its own epochs (folders budget_METHOD+own-...); "
+                             "planned: a schedule planned for the budget, linear decay to 0 over its steps "
+                             "(folders budget_METHOD+planned-...).")
     parser.add_argument("--variants", nargs="+", default=[], metavar="LABEL:FLAGS",
                         help="Ablations: run every job once per variant with extra vision.py flags, e.g. "
                              "'beta0:--beta 0' 'noanneal:--anneal 0'; the label goes into the method's name.")
@@ -185,11 +198,14 @@ def main() -> None:
                 print(f"[{n}/{len(jobs)}] skip budget-{prune}: {matched.name} is not complete", flush=True)
                 continue
             report = json.loads((matched / "pruning_report.json").read_text())
-            own_schedule = args.budget_schedule == "own"
-            folder = folder_of(noise, f"budget_{args.budget_match}", prune, seed, "own" if own_schedule else "")
+            schedule = args.budget_schedule
+            folder = folder_of(noise, f"budget_{args.budget_match}", prune, seed,
+                               "" if schedule == "matched" else schedule)
             run_method, extra = "full", ["--budget_examples", str(report["forwarded_examples"])]
-            if not own_schedule:  # the matched run's epochs carry its LR over: same LR at every step
+            if schedule == "matched":  # the matched run's epochs carry its LR over: same LR at every step
                 extra += ["--budget_schedule_examples", *(str(e["forwarded"]) for e in report["per_epoch"])]
+            elif schedule == "planned":  # the strong baseline of budgeted training: linear decay to 0
+                extra += ["--schedule", "linear"]
         else:
             folder, run_method = folder_of(noise, method, prune, seed, variant), method
         if (folder / "metrics.json").is_file() and json.loads((folder / "metrics.json").read_text())["final"]:

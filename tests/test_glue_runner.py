@@ -208,11 +208,12 @@ def test_budget_matched_full_data_baseline(tmp_path, monkeypatch):
               "--output_dir", str(out), "--method", "full", "--budget_examples", "75", *COMMON], monkeypatch)
     report = json.loads((out / "pruning_report.json").read_text())
     state = json.loads((out / "trainer_state.json").read_text())
-    assert report["method"] == "budget_full" and report["optimizer_steps"] == state["global_step"] == 10
-    assert state["max_steps"] == 10
-    # 10 batches of 8 over 30 rows (4 batches per epoch, the last of 6): 2 epochs (60) + 2 batches (16)
-    assert report["forwarded_examples"] == 76 and report["full_data_examples"] == 90
-    with pytest.raises(ValueError, match="use it with --method full, not 'emp'"):
+    assert report["method"] == "full" and report["budget_examples"] == 75
+    assert report["optimizer_steps"] == state["global_step"] == state["max_steps"] == 10
+    # 2 full epochs (4 batches of 8 each) and a third cut to 15 examples (2 batches): exactly the budget
+    assert report["forwarded_examples"] == 75 and report["full_data_examples"] == 90
+    assert report["planned_examples_per_epoch"] == [30, 30, 15]
+    with pytest.raises(ValueError, match="use it with method 'full', not 'emp'"):
         run_glue(["--task", "sst2", "--data_dir", str(tmp_path / "data"), "--model_name_or_path", str(model),
                   "--output_dir", str(tmp_path / "o2"), "--method", "emp", "--budget_examples", "75", *COMMON],
                  monkeypatch)

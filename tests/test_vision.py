@@ -196,17 +196,17 @@ def test_bf16_mixed_precision_through_accelerate(tmp_path, monkeypatch):
 def test_budget_matched_full_data_baseline(tmp_path):
     """--budget_examples: all data, the last epoch cut so that exactly the budget is forwarded (batch-rounded),
     the schedule over exactly those steps; refused with a pruning method."""
-    run = train(args(tmp_path, budget_examples=700), PruningConfig(method="full"), data=synthetic())
+    run = train(args(tmp_path, epochs=8), PruningConfig(method="full", budget_examples=700), data=synthetic())
     report = json.loads((tmp_path / "pruning_report.json").read_text())
     n = run.pruner.num_examples
     assert report["epochs_run"] == math.ceil(700 / n)
-    assert report["forwarded_examples"] == 700 + (-(700 - (report["epochs_run"] - 1) * n)) % 16
-    assert [h["examples"] for h in run.history][:-1] == [n] * (report["epochs_run"] - 1)
+    assert report["forwarded_examples"] == 700  # the last epoch is cut to the budget exactly (the core's plan)
+    assert [h["examples"] for h in run.history] == [n] * (report["epochs_run"] - 1) + [700 - 7 * n]
     assert report["optimizer_steps"] == 7 * 6 + 2  # 96 images in 6 batches of 16; 28 left -> 2 batches
-    # saved against the --epochs (4) full-data run it stands in for
-    assert report["full_data_examples"] == 4 * n and report["saved_fraction"] == 1 - 704 / (4 * n)
-    with pytest.raises(ValueError, match="use it with --method full, not 'emp'"):
-        train(args(tmp_path / "b", budget_examples=700), PruningConfig(method="emp"), data=synthetic())
+    # saved against the --epochs (8) full-data run it stands in for
+    assert report["full_data_examples"] == 8 * n and report["saved_fraction"] == pytest.approx(1 - 700 / (8 * n))
+    with pytest.raises(ValueError, match="use it with method 'full', not 'emp'"):
+        PruningConfig(method="emp", budget_examples=700)
 
 
 def test_budget_run_takes_the_matched_runs_lr_at_every_step(tmp_path, monkeypatch):
@@ -227,20 +227,22 @@ def test_budget_run_takes_the_matched_runs_lr_at_every_step(tmp_path, monkeypatc
     counts = [e["examples"] for e in pruned.history]
     assert counts == [96, 48, 48, 96]  # 6 + 3 + 3 + 6 steps: decays after steps 6, 9 and 12
     assert pruned_lrs == pytest.approx([0.1] * 6 + [0.02] * 3 + [0.004] * 3 + [0.0008] * 6)
-    train(args(tmp_path / "budget", budget_examples=288, budget_schedule_examples=counts, **sgd),
-          PruningConfig(method="full"), data=synthetic())
+    train(args(tmp_path / "budget", budget_schedule_examples=counts, **sgd),
+          PruningConfig(method="full", budget_examples=288), data=synthetic())
     assert seen == pytest.approx(pruned_lrs)  # 3 full epochs of 6 steps, the pruned run's LR at each
     report = json.loads((tmp_path / "budget" / "pruning_report.json").read_text())
     assert report["epochs_run"] == 3 and report["schedule_steps"] == 18 and report["forwarded_examples"] == 288
     seen[:] = []
-    train(args(tmp_path / "own", budget_examples=288, **sgd), PruningConfig(method="full"), data=synthetic())
+    train(args(tmp_path / "own", **sgd), PruningConfig(method="full", budget_examples=288), data=synthetic())
     assert seen != pytest.approx(pruned_lrs)  # milestones round(0.9, 1.8, 2.4) = epochs 1, 2, 2 of 3
-    with pytest.raises(ValueError, match="give --budget_examples too"):
-        VisionArguments(budget_schedule_examples=[96, 48, 48, 96])
-    with pytest.raises(ValueError, match=r"one count >= 1 per epoch \(--epochs 4\) summing to --budget_examples"):
-        VisionArguments(epochs=4, budget_examples=288, budget_schedule_examples=[96, 48, 48])
-    with pytest.raises(ValueError, match="summing to --budget_examples 300"):
-        VisionArguments(epochs=4, budget_examples=300, budget_schedule_examples=[96, 48, 48, 96])
+    seen[:] = []
+    train(args(tmp_path / "planned", optimizer="sgd", schedule="linear", lr=0.1),
+          PruningConfig(method="full", budget_examples=288), data=synthetic())
+    assert seen == pytest.approx([0.1 * (1 - s / 18) for s in range(18)])  # planned for the budget: linear to 0
+    with pytest.raises(ValueError, match="give --method full --budget_examples 288"):
+        train(args(tmp_path / "x", budget_schedule_examples=counts), PruningConfig(method="full"), data=synthetic())
+    with pytest.raises(ValueError, match=r"one count >= 1 per epoch \(--epochs 4\)"):
+        VisionArguments(epochs=4, budget_schedule_examples=[96, 48, 48])
 
 
 @pytest.mark.slow
@@ -272,11 +274,19 @@ def test_vision_sweep_seeds_budget_match_and_table(tmp_path):
     proc = subprocess.run(cmd[:cmd.index("--")] + ["--budget_schedule", "own"] + cmd[cmd.index("--"):],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0 and proc.stdout.count("] run budget_emp+own-0.5-seed") == 2, proc.stdout + proc.stderr
-    own = json.loads((tmp_path / "t" / "budget_emp+own-0.5-seed0" / "metrics.json").read_text())["arguments"]
-    assert own["budget_examples"] == 600 and own["budget_schedule_examples"] is None
+    own = json.loads((tmp_path / "t" / "budget_emp+own-0.5-seed0" / "metrics.json").read_text())
+    assert own["pruning"]["budget_examples"] == 600 and own["arguments"]["budget_schedule_examples"] is None
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| 0 | 0.5 | budget_emp [own LR schedule] | 2 |" in text
     assert "| 0 | 0.5 | emp − budget_emp [own LR schedule] | 2 |" in text
+    # --budget_schedule planned: a schedule planned for the budget (linear decay to 0 over its steps)
+    proc = subprocess.run(cmd[:cmd.index("--")] + ["--budget_schedule", "planned"] + cmd[cmd.index("--"):],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.count("] run budget_emp+planned-0.5-seed") == 2, proc.stdout
+    planned = json.loads((tmp_path / "t" / "budget_emp+planned-0.5-seed0" / "metrics.json").read_text())
+    assert planned["arguments"]["schedule"] == "linear" and planned["pruning"]["budget_examples"] == 600
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| 0 | 0.5 | emp − budget_emp [planned: linear to 0] | 2 |" in text
 
 
 def test_vision_sweep_variants_name_runs_and_rows(tmp_path):

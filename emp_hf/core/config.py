@@ -59,6 +59,12 @@ class PruningConfig:
         default=False,
         metadata={"help": "static: keep the other end of the score (e.g. the easiest examples by EL2N)."},
     )
+    budget_examples: int | None = field(
+        default=None,
+        metadata={"help": "The fair baseline (with method full): train on all the data, without pruning, for exactly "
+                          "this many examples (the last epoch cut short), with the LR schedule planned over those "
+                          "steps. Give it a pruned run's forwarded_examples (its report names it)."},
+    )
     nonfinite_tolerance: int = field(
         default=0,
         metadata={"help": "Examples whose loss may be NaN/inf over the whole run before it stops (they keep their "
@@ -82,6 +88,13 @@ class PruningConfig:
         _check_range("ema_alpha", self.ema_alpha, 0.0, 1.0, low_open=True, high_open=False)
         _check_range("eps", self.eps, 0.0, 1.0, low_open=False, high_open=False)
         _check_range("ucb_c", self.ucb_c, 0.0, math.inf, low_open=False, high_open=True)
+        if self.budget_examples is not None:
+            budget = self.budget_examples
+            if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+                raise ValueError(f"`budget_examples` must be an integer >= 1 (or unset), got {budget!r}.")
+            if self.method != "full":
+                raise ValueError(f"`budget_examples` is the budget-matched full-data baseline: use it with method "
+                                 f"'full', not {self.method!r}.")
         tolerance = self.nonfinite_tolerance
         if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
             raise ValueError(f"`nonfinite_tolerance` must be an integer >= 0, got {tolerance!r}.")

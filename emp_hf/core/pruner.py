@@ -36,6 +36,7 @@ from .policies import (
     build_policy,
     gather_in_place,
     index_dtype,
+    mask_to_selection,
     seeded_generator,
     shuffled_members,
 )
@@ -56,6 +57,7 @@ SELECTION_RULES = 1
 PACKED_SELECTION_RULES = 2
 _SELECT_STREAM = 0x5E1EC7
 _ORDER_STREAM = 0x0DE5
+_BUDGET_STREAM = 0xB0D6E7
 _ONE = torch.ones(1, dtype=torch.int32)
 
 
@@ -130,6 +132,14 @@ class DataPruner:
         #: on other data (other rows, another order, other labels or tokens) is refused.
         self.data_fingerprint: DataFingerprint | None = None
         self.policy = build_policy(self.config, static_scores)
+        #: The epochs the run is compared with: a budget run stands in for a run of this many epochs.
+        self.reference_epochs = num_epochs
+        budget = self.config.budget_examples
+        if budget is not None:
+            if budget > num_examples * num_epochs:
+                raise ValueError(f"`budget_examples` {budget:,} is more than {num_epochs} full epochs of "
+                                 f"{num_examples:,} examples: raise the number of epochs, or lower the budget.")
+            num_epochs = -(-budget // num_examples)  # the full epochs the budget buys, the last one cut
         self.schedule = PruningSchedule(num_epochs, self.config.prune, self.config.effective_anneal, self.config.period)
         self.store = ScoreStore(num_examples, self.config.ema_alpha)
         self.keep = kept_count(num_examples, self.config.prune)
@@ -147,6 +157,7 @@ class DataPruner:
             planned=self.plan(),
             exact_plan=self.policy.exact_plan,
             labels=labels,
+            reference_epochs=self.reference_epochs if budget is not None else None,
         )
         self.epoch: int | None = None
         self.selection: Selection | None = None
@@ -158,8 +169,20 @@ class DataPruner:
 
     # ------------------------------------------------------------------ plan
     def plan(self) -> list[int]:
-        """Examples each epoch will train on (an estimate for infobatch, see `exact_plan`)."""
-        return self.schedule.plan(self.num_examples, self.policy.planned_size(self.num_examples, self.keep))
+        """Examples each epoch will train on (an estimate for infobatch, see `exact_plan`); a budget run's last
+        epoch is cut to what is left of the budget."""
+        sizes = self.schedule.plan(self.num_examples, self.policy.planned_size(self.num_examples, self.keep))
+        if self.config.budget_examples is not None:
+            sizes[-1] = self.config.budget_examples - self.num_examples * (len(sizes) - 1)
+        return sizes
+
+    def _budget_cut(self, epoch: int) -> int | None:
+        """The examples of a budget run's cut last epoch (None for every other epoch)."""
+        budget = self.config.budget_examples
+        if budget is None or epoch != self.schedule.num_epochs - 1:
+            return None
+        left = budget - self.num_examples * epoch
+        return left if left < self.num_examples else None
 
     def current_plan(self) -> list[int]:
         """The plan updated with what is known: real sizes of the epochs selected so far, and for later
@@ -176,6 +199,9 @@ class DataPruner:
             for epoch in range(len(sizes)):
                 if epoch not in self.report.epochs and not self.schedule.is_full(epoch):
                     sizes[epoch] = latest_pruned
+        last = len(sizes) - 1
+        if self._budget_cut(last) is not None and last not in self.report.epochs:
+            sizes[last] = self._budget_cut(last)  # type: ignore[assignment]
         return sizes
 
     @property
@@ -201,6 +227,15 @@ class DataPruner:
             self._pruned = None
         scores = self.policy.scores(self.store) if self.policy.uses_scores else None  # once per epoch
         mean_score = self.mean_score(scores)
+        cut = self._budget_cut(epoch)
+        if cut is not None:  # a budget run's last epoch: a uniform subset, as a run stopped mid-epoch would see
+            mask = torch.zeros(self.num_examples, dtype=torch.bool)
+            mask[torch.randperm(self.num_examples, generator=seeded_generator(self.seed, epoch, _BUDGET_STREAM))[:cut]] \
+                = True
+            selection = mask_to_selection(mask)
+            self.epoch, self.selection = epoch, selection
+            self.report.record_selection(epoch, selection.index_chunks(), len(selection), mean_score)
+            return
         if full:
             scores = None
             selection = Selection.every(self.num_examples)
@@ -562,7 +597,8 @@ def _check_restored(pruner: DataPruner) -> None:
     """The restored store and report, checked for values no run can produce."""
     epochs, n, store = pruner.schedule.num_epochs, pruner.num_examples, pruner.store
     if pruner.epoch is not None and pruner.selection is not None:
-        if pruner.schedule.is_full(pruner.epoch) and not pruner.selection.is_every:
+        if pruner.schedule.is_full(pruner.epoch) and not pruner.selection.is_every \
+                and pruner._budget_cut(pruner.epoch) is None:
             raise _bad("selection", f"holds {len(pruner.selection)} of {n} examples for epoch {pruner.epoch}, which "
                                     "the plan trains on all of them")
     for name in ("loss", "entropy", "ema", "ema_var"):

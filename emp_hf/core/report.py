@@ -40,6 +40,8 @@ class PruningReport:
     planned: list[int]
     exact_plan: bool
     labels: Tensor | None = field(default=None, repr=False)
+    #: A budget run: the epochs of full data it is measured against (the run it stands in for), else None.
+    reference_epochs: int | None = None
     epochs: dict[int, EpochRecord] = field(default_factory=dict)
 
     def record_selection(self, epoch: int, kept: Iterable[Tensor] | None, count: int,
@@ -85,7 +87,7 @@ class PruningReport:
     def summary(self, store: ScoreStore, **extra: Any) -> dict[str, Any]:
         """The JSON-ready report; `extra` adds front-end facts (wall time, world size, ...)."""
         records = [self.epochs[e] for e in sorted(self.epochs)]
-        full_data = self.num_examples * len(records)
+        full_data = self.num_examples * (self.reference_epochs or len(records))
         forwarded = self.forwarded_total
         pruned_epochs = sum(1 for r in records if not r.full)
         counts = store.times_selected
@@ -116,6 +118,12 @@ class PruningReport:
             "selection_split": split,
             "per_epoch": [asdict(r) for r in records],
         }
+        budget = self.settings.get("budget_examples")
+        if budget is not None:
+            out["budget_examples"] = budget
+        elif self.method != "full":  # the fair question: would a full-data run of this many examples do as well?
+            out["budget_matched_twin"] = {"method": "full", "budget_examples": forwarded,
+                                          "flags": f"--method full --budget_examples {forwarded}"}
         out.update(extra)
         return out
 

@@ -58,11 +58,6 @@ class VisionArguments:
     augment: bool = field(default=True, metadata={"help": "Pad-4 random crop and horizontal flip."})
     eval_batch_size: int = field(default=512, metadata={"help": "Evaluation batch size per process."})
     save_every: int = field(default=0, metadata={"help": "Checkpoint every N epochs (0: only at the end)."})
-    budget_examples: int | None = field(
-        default=None,
-        metadata={"help": "Budget-matched baseline (with --method full): all the data, no pruning, for only as many "
-                          "steps as forwarding this many examples takes (ceil(N / dataset) epochs, the last one cut "
-                          "short; the schedule spans exactly those steps). Give it a pruned run's forwarded count."})
     budget_schedule_examples: list[int] | None = field(
         default=None,
         metadata={"help": "With --budget_examples: the examples of each epoch of the pruned run it matches (one "
@@ -106,27 +101,18 @@ class VisionArguments:
             raise ValueError(f"`label_noise` must be in [0, 1), got {self.label_noise}.")
         if self.save_every < 0:
             raise ValueError(f"`save_every` must be >= 0, got {self.save_every}.")
-        if self.budget_examples is not None and self.budget_examples < 1:
-            raise ValueError(f"`budget_examples` must be >= 1 (or unset), got {self.budget_examples}.")
         if self.budget_schedule_examples is not None:
             counts = self.budget_schedule_examples
-            if self.budget_examples is None:
-                raise ValueError("`budget_schedule_examples` lays the LR schedule of a budget-matched run over the "
-                                 "pruned run's epochs: give --budget_examples too.")
-            if len(counts) != self.epochs or min(counts) < 1 or sum(counts) != self.budget_examples:
+            if len(counts) != self.epochs or min(counts) < 1:
                 raise ValueError(f"`budget_schedule_examples` must hold one count >= 1 per epoch (--epochs "
-                                 f"{self.epochs}) summing to --budget_examples {self.budget_examples}; got {counts} "
-                                 f"(sum {sum(counts)}). Take them from the matched run's pruning_report.json "
-                                 "(per_epoch[i].forwarded).")
+                                 f"{self.epochs}); got {counts}. Take them from the matched run's "
+                                 "pruning_report.json (per_epoch[i].forwarded).")
 
 
-def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int, budget: int | None = None) -> list[int]:
-    """Steps of each epoch: a rank's padded share of the epoch, in batches (from the current plan); with a
-    budget, the last epoch stops once the budget's examples are forwarded."""
-    sizes = pruner.current_plan()
-    if budget is not None:
-        sizes[-1] = budget - sum(sizes[:-1])
-    return _steps_of(sizes, world, batch_size)
+def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int) -> list[int]:
+    """Steps of each epoch: a rank's padded share of the epoch, in batches (from the current plan; a budget run's
+    last epoch is cut in the plan)."""
+    return _steps_of(pruner.current_plan(), world, batch_size)
 
 
 def _steps_of(sizes: list[int], world: int, batch_size: int) -> list[int]:
@@ -217,27 +203,25 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     mean, std = data.channel_stats()
     data, mean, std = data.to(device), mean.to(device), std.to(device)
     n = int(data.train_labels.numel())
-    epochs, budget = vargs.epochs, vargs.budget_examples
-    if budget is not None:
-        if pargs.method != "full":
-            raise ValueError(f"--budget_examples is the budget-matched full-data baseline: use it with --method "
-                             f"full, not {pargs.method!r}.")
-        epochs = math.ceil(budget / n)
+    budget = pargs.budget_examples
+    if vargs.budget_schedule_examples is not None and (budget is None or sum(vargs.budget_schedule_examples) != budget):
+        raise ValueError(f"`budget_schedule_examples` lays a budget run's LR schedule over the matched run's epochs: "
+                         f"give --method full --budget_examples {sum(vargs.budget_schedule_examples)} (their sum).")
 
     # ---- model, pruning, plan, optimiser, schedule sized to the pruned plan
     torch.manual_seed(vargs.seed)
     model = build_model(vargs.model, data.num_classes, data.in_channels, vargs.width)
     layout = torch.channels_last if vargs.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
-    pruner = DataPruner(n, epochs, pargs, seed=vargs.seed, labels=data.train_labels.cpu())
+    pruner = DataPruner(n, vargs.epochs, pargs, seed=vargs.seed, labels=data.train_labels.cpu())
+    epochs = len(pruner.plan())  # a budget run's: the full epochs its budget buys, the last one cut
     pruner.run_facts = {"world_size": world, "batch_size": vargs.batch_size,  # shape the plan: checked on resume
-                        **({"budget_examples": budget} if budget is not None else {}),
                         **({"budget_schedule_examples": list(vargs.budget_schedule_examples)}
                            if vargs.budget_schedule_examples is not None else {})}
     pruner.data_fingerprint = tensors_fingerprint({"images": data.train_images, "labels": data.train_labels})
     scores = ScoreBuffer(pruner, capacity=-(-n // world) + vargs.batch_size, scored=True)  # the loss needs them
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
-    plan = StepPlan(_steps_per_epoch(pruner, world, vargs.batch_size, budget))
+    plan = StepPlan(_steps_per_epoch(pruner, world, vargs.batch_size))
     optimizer = build_optimizer(vargs.optimizer, model.parameters(), vargs.lr, vargs.momentum, vargs.weight_decay)
     # A budget run given the matched run's epochs takes that run's LR at every step (same step counts up to
     # each epoch's batch rounding: past the end the schedule holds its final LR).
@@ -259,7 +243,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         sampler.set_epoch(epoch)
         order = sampler.indices().to(device)
         # In place: the schedule reads this plan. Changes only for data-dependent plans (infobatch).
-        plan.steps_per_epoch[:] = _steps_per_epoch(pruner, world, vargs.batch_size, budget)
+        plan.steps_per_epoch[:] = _steps_per_epoch(pruner, world, vargs.batch_size)
         steps = plan.steps_per_epoch[epoch]
         augment_gen = seeded_generator(vargs.seed, epoch, rank, _AUGMENT_STREAM)
         if device.type != "cpu":
@@ -323,10 +307,8 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
 
     wall = history[-1]["elapsed_s"] if history else 0.0
     train_time = sum(h["train_time_s"] for h in history)
-    # A budget-matched run is compared with the run of --epochs full epochs it stands in for.
-    nominal = {} if budget is None else {"full_data_examples": n * vargs.epochs,
-                                         "saved_fraction": 1 - pruner.report.forwarded_total / (n * vargs.epochs),
-                                         "budget_examples": budget, "schedule_steps": schedule_plan.total}
+    # A budget-matched run is compared with the run of --epochs full epochs it stands in for (the report's).
+    nominal = {} if budget is None else {"schedule_steps": schedule_plan.total}
     report = pruner.summary(**nominal, train_wall_time_s=train_time, wall_time_with_eval_s=wall, world_size=world,
                             dataset=data.name, model=vargs.model, mixed_precision=accelerator.mixed_precision,
                             optimizer_steps=plan.total, label_noise=vargs.label_noise,

@@ -89,7 +89,7 @@ def step_decay(plan: StepPlan, milestones: list[int], gamma: float):
 
 
 OPTIMIZERS = ("sgd", "lars", "adam")
-SCHEDULES = ("step", "imagenet_step", "onecycle", "constant", "exponential")
+SCHEDULES = ("step", "imagenet_step", "onecycle", "linear", "constant", "exponential")
 
 
 def exponential(plan: StepPlan, gamma: float):
@@ -125,6 +125,9 @@ def build_schedule(name: str, optimizer: Optimizer, plan: StepPlan, epochs: int,
         fn = step_decay(plan, [round(epochs * f) for f in (1 / 3, 2 / 3)], 0.1)
     elif name == "exponential":
         fn = exponential(plan, gamma)
+    elif name == "linear":  # decayed linearly to 0 over the plan's steps: the schedule planned for a budget
+        def fn(step: int) -> float:
+            return max(0.0, 1.0 - step / max(1, plan.total))
     elif name == "constant":
         def fn(step: int) -> float:
             return 1.0

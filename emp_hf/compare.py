@@ -1,0 +1,257 @@
+"""Does pruning pay on my task? Compare runs at equal cost.
+
+    python -m emp_hf.compare RUN_DIR [RUN_DIR ...] [--metric eval_accuracy] [--plot compare.png]
+
+Each RUN_DIR is a run's output folder (or a folder holding several, searched below it): its
+`pruning_report.json` and its evaluation (`eval_results.json` of a Trainer run, `metrics.json` of the vision
+loop). Runs are grouped into arms by method and settings; a budget run (`method full, budget_examples=N`) is
+the arm "full @ N examples". Printed, as Markdown:
+
+* per arm: the seeds, the metric's mean and standard deviation over seeds, the 95% confidence interval of
+  the mean (Student's t), and the examples forwarded;
+* per pairing, seed by seed: each pruned run minus the budget-matched run of the same seed that forwarded as
+  many examples ("does it beat simply training less?"), and minus full data: the mean difference, its 95%
+  interval (t over the paired differences), wins/ties/losses, and the exact two-sided sign test's p.
+
+`--plot` draws the metric against the examples forwarded, one point per arm with the standard deviation over
+seeds as error bars, the budget runs and full data joined as the curve of "training less".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .core.config import PruningConfig
+
+
+@dataclass(frozen=True)
+class Run:
+    folder: Path
+    arm: str
+    seed: int | None
+    metric: float
+    forwarded: int
+    budget: int | None  # a budget run's example budget
+    method: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Statistics of a sample (an arm's metric over seeds, or paired differences)."""
+
+    n: int
+    mean: float
+    sd: float
+    low: float  # 95% confidence interval of the mean (Student's t); equal to the mean when n = 1
+    high: float
+    wins: int = 0
+    ties: int = 0
+    losses: int = 0
+    sign_p: float = 1.0  # exact two-sided sign test (ties dropped)
+    values: tuple[float, ...] = field(default=(), repr=False)
+
+
+def summarise(values: Sequence[float]) -> Summary:
+    from scipy import stats
+
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values to summarise")
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else 0.0
+    wins, losses = sum(v > 0 for v in values), sum(v < 0 for v in values)
+    ties = n - wins - losses
+    p = float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
+    return Summary(n, mean, sd, mean - half, mean + half, wins, ties, losses, p, tuple(values))
+
+
+def describe_differences(diffs: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+    """"mean [95% CI low, high] (W/T/L wins/ties/losses, sign p)" of paired differences, times `scale`."""
+    s = summarise([d * scale for d in diffs])
+    interval = f" [{s.low:+.{digits}f}, {s.high:+.{digits}f}]" if s.n > 1 else ""
+    return f"{s.mean:+.{digits}f}{interval} ({s.wins}/{s.ties}/{s.losses}, p={s.sign_p:.2g}, n={s.n})"
+
+
+# ------------------------------------------------------------------------------ reading runs
+def _metric_of(folder: Path, name: str | None) -> tuple[str, float] | None:
+    results = folder / "eval_results.json"
+    if results.is_file():
+        values = json.loads(results.read_text())
+        if name is None:
+            skip = ("loss", "runtime", "per_second", "samples", "epoch", "steps")
+            candidates = [k for k in values if k.startswith("eval_") and not any(s in k for s in skip)
+                          and isinstance(values[k], (int, float))]
+            preferred = [k for k in candidates if k.endswith(("combined_score", "accuracy", "matthews_correlation",
+                                                                "pearson"))]
+            name = (preferred or candidates or [None])[0]
+        if name is not None and isinstance(values.get(name), (int, float)):
+            return name, float(values[name])
+    metrics = folder / "metrics.json"
+    if metrics.is_file():
+        final = json.loads(metrics.read_text()).get("final") or {}
+        key = name or "test_acc"
+        if isinstance(final.get(key), (int, float)):
+            return key, float(final[key])
+    return None
+
+
+def _arm_of(report: dict[str, Any]) -> str:
+    settings = dict(report.get("settings", {}))
+    method = report.get("method", settings.get("method", "?"))
+    budget = report.get("budget_examples", settings.get("budget_examples"))
+    if budget is not None:
+        return f"full @ {int(budget):,} examples"
+    if method == "full":
+        return "full"
+    defaults = PruningConfig(method=method).to_dict() if method in _known_methods() else {}
+    ignore = {"method", "prune", "pruning_seed", "static_scores_file", "nonfinite_tolerance", "budget_examples"}
+    extra = [f"{k}={v}" for k, v in sorted(settings.items()) if k not in ignore and k in defaults and
+             defaults[k] != v]
+    return " ".join([method, f"{settings.get('prune', '?')}", *extra])
+
+
+def _known_methods() -> set[str]:
+    from .core.policies import POLICIES
+
+    return set(POLICIES)
+
+
+def find_runs(paths: Iterable[str | Path], metric: str | None = None) -> tuple[list[Run], str | None]:
+    """Every run folder under `paths` with a report and an evaluation; the metric's name as found."""
+    runs, name = [], metric
+    folders: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise ValueError(f"{path} does not exist.")
+        folders += [p.parent for p in sorted(path.rglob("pruning_report.json"))] if path.is_dir() else []
+    for folder in dict.fromkeys(folders):
+        found = _metric_of(folder, name)
+        if found is None:
+            continue
+        name, value = found
+        report = json.loads((folder / "pruning_report.json").read_text())
+        settings = report.get("settings", {})
+        seed = settings.get("pruning_seed")
+        runs.append(Run(folder, _arm_of(report), None if seed is None else int(seed), value,
+                        int(report["forwarded_examples"]), report.get("budget_examples"), report.get("method", "?")))
+    return runs, name
+
+
+# ------------------------------------------------------------------------------ the comparison
+def arms(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    out: dict[str, list[Run]] = {}
+    for run in runs:
+        out.setdefault(run.arm, []).append(run)
+    return out
+
+
+def pairings(runs: Sequence[Run]) -> dict[tuple[str, str], list[float]]:
+    """(arm, baseline) -> metric differences, arm minus baseline, one per seed: each pruned run against the budget
+    run of the same seed that forwarded as many examples, and against full data of the same seed."""
+    budget = {(r.seed, r.budget): r for r in runs if r.budget is not None}
+    full = {r.seed: r for r in runs if r.arm == "full"}
+    out: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        if run.budget is not None or run.arm == "full":
+            continue
+        twin = budget.get((run.seed, run.forwarded))
+        if twin is not None:
+            out.setdefault((run.arm, "budget-matched"), []).append(run.metric - twin.metric)
+        if run.seed in full:
+            out.setdefault((run.arm, "full data"), []).append(run.metric - full[run.seed].metric)
+    return out
+
+
+def render(runs: Sequence[Run], metric: str | None, scale: float = 100.0) -> str:
+    lines = [f"Metric: `{metric}` (x{scale:g}). ± is the standard deviation over seeds; [..] the 95% confidence "
+             "interval of the mean (Student's t); paired differences are arm minus baseline, seed by seed, with "
+             "wins/ties/losses and the exact two-sided sign test.", "",
+             "| arm | seeds | mean ± sd | 95% CI | examples forwarded |", "|---|---:|---:|---:|---:|"]
+    grouped = arms(runs)
+    for arm in sorted(grouped, key=lambda a: (a != "full", a.startswith("full @"), a)):
+        members = grouped[arm]
+        s = summarise([r.metric * scale for r in members])
+        forwarded = statistics.fmean(r.forwarded for r in members)
+        interval = f"[{s.low:.2f}, {s.high:.2f}]" if s.n > 1 else "–"
+        lines.append(f"| {arm} | {s.n} | {s.mean:.2f} ± {s.sd:.2f} | {interval} | {forwarded:,.0f} |")
+    pairs = pairings(runs)
+    if pairs:
+        lines += ["", "| arm | minus | paired difference [95% CI] (W/T/L, sign p, n) |", "|---|---|---|"]
+        for (arm, baseline), diffs in sorted(pairs.items()):
+            lines.append(f"| {arm} | {baseline} | {describe_differences(diffs, scale)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: Sequence[Run], metric: str | None, path: str | Path, scale: float = 100.0) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    grouped = arms(runs)
+    curve = []
+    for arm, members in sorted(grouped.items()):
+        x = statistics.fmean(r.forwarded for r in members)
+        values = [r.metric * scale for r in members]
+        y, sd = statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+        if arm == "full" or arm.startswith("full @"):
+            curve.append((x, y, sd))
+            continue
+        ax.errorbar([x], [y], yerr=[sd], fmt="o", capsize=3, label=arm)
+    if curve:
+        curve.sort()
+        ax.errorbar([c[0] for c in curve], [c[1] for c in curve], yerr=[c[2] for c in curve], fmt="k--s",
+                    capsize=3, label="full data, cut to a budget (training less)")
+    ax.set_xlabel("examples forwarded")
+    ax.set_ylabel(f"{metric} (x{scale:g})")
+    ax.set_title("metric against training cost (error bars: sd over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emp_hf.compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run folders, or folders holding run folders")
+    parser.add_argument("--metric", default=None, help="the evaluation key (default: the task's main metric)")
+    parser.add_argument("--scale", type=float, default=100.0, help="multiply the metric (default 100: points)")
+    parser.add_argument("--plot", default=None, help="write the plot to this PNG file")
+    parser.add_argument("--json", default=None, help="write the arms and pairings to this JSON file")
+    a = parser.parse_args(argv)
+    try:
+        runs, metric = find_runs(a.runs, a.metric)
+    except ValueError as error:
+        parser.error(str(error))
+    if not runs:
+        parser.error("no run folder with pruning_report.json and an evaluation (eval_results.json or metrics.json) "
+                     f"under {a.runs}" + (f" holding {a.metric!r}" if a.metric else ""))
+    print(render(runs, metric, a.scale), end="")
+    if a.plot:
+        plot(runs, metric, a.plot, a.scale)
+        print(f"\nplot: {a.plot}")
+    if a.json:
+        data = {"metric": metric,
+                "arms": {arm: [{"folder": str(r.folder), "seed": r.seed, "metric": r.metric,
+                                "forwarded": r.forwarded} for r in members] for arm, members in arms(runs).items()},
+                "pairings": [{"arm": arm, "minus": base, **{k: v for k, v in summarise(d).__dict__.items()}}
+                             for (arm, base), d in pairings(runs).items()]}
+        Path(a.json).write_text(json.dumps(data, indent=1, default=list) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
