@@ -14,18 +14,14 @@ one line per run.
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 import tempfile
 
 import torch
 from torch.utils.data import Dataset
+from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from transformers import BertConfig, BertForSequenceClassification, TrainingArguments  # noqa: E402
-
-import emp_hf.core.buffer as buffer_module  # noqa: E402
-from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
+import emp_hf.core.buffer as buffer_module
+from emp_hf import PruningArguments, PruningTrainer
 
 CHECKED = {"calls": 0}
 

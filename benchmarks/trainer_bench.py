@@ -22,10 +22,8 @@ saving: wall-clock training time at prune 0.3/0.5/0.7 (EMP, its default
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 
@@ -34,8 +32,7 @@ from datasets import Dataset
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
+from emp_hf import PruningArguments, PruningTrainer
 
 
 class StepTimer(TrainerCallback):

@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import tempfile
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from emp_hf import PruningConfig  # noqa: E402
-from emp_hf.vision import VisionArguments, load_image_data, train  # noqa: E402
+from emp_hf import PruningConfig
+from emp_hf.vision import VisionArguments, load_image_data, train
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import json
 import math
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,95 @@ def describe_differences(diffs: Sequence[float], scale: float = 1.0, digits: int
     s = summarise([d * scale for d in diffs])
     interval = f" [{s.low:+.{digits}f}, {s.high:+.{digits}f}]" if s.n > 1 else ""
     return f"{s.mean:+.{digits}f}{interval} ({s.wins}/{s.ties}/{s.losses}, p={s.sign_p:.2g}, n={s.n})"
+
+
+# ------------------------------------------------------------------------------ the sweeps' pairs and plot
+# Each pruned run against the budget-matched full-data run that trained on as many examples, seed by seed. A
+# budget run (`--budget_match METHOD`) trains on all the data, cut to the examples one pruned run forwarded.
+# Every pruned run of the same cell (task or label noise, prune ratio) and seed that forwarded exactly that
+# many examples is compared with it, whatever its method: at prune 0.7 random, eps-greedy and UCB all forward
+# the same count, so one `budget_random` answers "does this method beat simply training less?" for all three.
+# A budget run laid over the matched run's epochs (vision's `--budget_schedule_examples`: the same LR at every
+# step) pairs only with runs whose epochs had those sizes.
+@dataclass(frozen=True)
+class PairableRun:
+    label: str  # the method as the tables name it; budget runs "budget_<method>"
+    cell: Hashable  # what must match besides the seed, e.g. (task, prune) or (label noise, prune)
+    seed: int | None
+    metric: float
+    trained: int  # examples forwarded in training (a static run's scoring pass not included)
+    budget: int | None = None  # budget-matched runs: the example budget they were cut to
+    #: pruned runs: examples per epoch; budget runs: the epoch sizes their LR schedule was laid over (None:
+    #: their own schedule, which pairs with any run of their count)
+    epochs: tuple[int, ...] | None = None
+
+
+def budget_pairs(runs: Iterable[PairableRun]) -> dict[tuple[str, str, Hashable], list[float]]:
+    """(method label, budget label, cell) -> metric differences, method minus budget run, one per seed."""
+    runs = list(runs)
+    budgets: dict[tuple, list[PairableRun]] = {}
+    for run in runs:
+        if run.budget is not None:
+            budgets.setdefault((run.cell, run.seed, run.budget), []).append(run)
+    pairs: dict[tuple[str, str, Hashable], list[float]] = {}
+    for run in runs:
+        if run.budget is None:
+            for matched in budgets.get((run.cell, run.seed, run.trained), []):
+                if matched.epochs is not None and matched.epochs != run.epochs:
+                    continue  # its LR at each step was another epoch plan's
+                pairs.setdefault((run.label, matched.label, run.cell), []).append(run.metric - matched.metric)
+    return pairs
+
+
+#: The end of a budget-matched run's label when it ran its own LR schedule instead of the matched run's.
+OWN_SCHEDULE = "[own LR schedule]"
+
+
+def plot_metric_vs_forwarded(path: Path, title: str, ylabel: str,
+                             points: dict[str, list[tuple[float, float, float]]]) -> bool:
+    """`points`: method label -> [(forwarded, metric mean, metric std)]. False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    # Every budget-matched point is full data cut to some count: one curve, whichever run set its count; a
+    # second one for those on their own LR schedule (label ending OWN_SCHEDULE), not the matched run's.
+    curves = {}
+    for name, own in (("budget", False), ("budget own", True)):
+        series = sorted(p for method, s in points.items()
+                        if method.startswith("budget_") and method.endswith(OWN_SCHEDULE) == own for p in s)
+        if series:
+            curves[name] = series
+    points = {**curves, **{m: s for m, s in points.items() if not m.startswith("budget_")}}
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    markers = "osD^v<>phX*"
+    colours = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]  # grey: the budget
+    for i, method in enumerate(points):
+        x, y, e = zip(*sorted(points[method]))
+        if method == "full":
+            ax.axhline(y[0], color="black", linestyle="--", linewidth=1, label=f"full data ({x[0]:,.0f} forwarded)")
+            ax.errorbar(x, y, yerr=e, fmt="o", color="black", capsize=3)
+        elif method == "budget":
+            ax.errorbar(x, y, yerr=e, fmt="s-", color="grey", capsize=3,
+                        label="full data cut to N examples (budget-matched)" if "budget own" not in points
+                        else "full data cut to N, the matched run's LR at every step")
+        elif method == "budget own":
+            ax.errorbar(x, y, yerr=e, fmt="s:", color="grey", markerfacecolor="none", capsize=3,
+                        label="full data cut to N, its own LR schedule")
+        else:  # a method's ratios joined thinly: its own cost/accuracy curve; ablations hollow
+            ablation = "[" in method
+            ax.errorbar(x, y, yerr=e, fmt=markers[i % len(markers)] + "-", linewidth=0.6, capsize=3,
+                        color=colours[i % len(colours)], label=method,
+                        markerfacecolor="none" if ablation else colours[i % len(colours)])
+    ax.set(xlabel="examples forwarded in training (mean over seeds)", ylabel=ylabel, title=title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 # ------------------------------------------------------------------------------ reading runs
@@ -192,35 +281,16 @@ def render(runs: Sequence[Run], metric: str | None, scale: float = 100.0) -> str
     return "\n".join(lines) + "\n"
 
 
-def plot(runs: Sequence[Run], metric: str | None, path: str | Path, scale: float = 100.0) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    grouped = arms(runs)
-    curve = []
-    for arm, members in sorted(grouped.items()):
-        x = statistics.fmean(r.forwarded for r in members)
+def plot(runs: Sequence[Run], metric: str | None, path: str | Path, scale: float = 100.0) -> bool:
+    """The metric against the examples forwarded (`plot_metric_vs_forwarded`); False without matplotlib."""
+    points: dict[str, list[tuple[float, float, float]]] = {}
+    for arm, members in arms(runs).items():
         values = [r.metric * scale for r in members]
-        y, sd = statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-        if arm == "full" or arm.startswith("full @"):
-            curve.append((x, y, sd))
-            continue
-        ax.errorbar([x], [y], yerr=[sd], fmt="o", capsize=3, label=arm)
-    if curve:
-        curve.sort()
-        ax.errorbar([c[0] for c in curve], [c[1] for c in curve], yerr=[c[2] for c in curve], fmt="k--s",
-                    capsize=3, label="full data, cut to a budget (training less)")
-    ax.set_xlabel("examples forwarded")
-    ax.set_ylabel(f"{metric} (x{scale:g})")
-    ax.set_title("metric against training cost (error bars: sd over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        label = "budget_full" if arm.startswith("full @") else arm
+        points.setdefault(label, []).append((statistics.fmean(r.forwarded for r in members), statistics.fmean(values),
+                                             statistics.stdev(values) if len(values) > 1 else 0.0))
+    return plot_metric_vs_forwarded(Path(path), "metric against training cost",
+                                    f"{metric} (x{scale:g}; mean ± sd over seeds)", points)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -241,8 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"under {a.runs}" + (f" holding {a.metric!r}" if a.metric else ""))
     print(render(runs, metric, a.scale), end="")
     if a.plot:
-        plot(runs, metric, a.plot, a.scale)
-        print(f"\nplot: {a.plot}")
+        drawn = plot(runs, metric, a.plot, a.scale)
+        print(f"\nplot: {a.plot}" if drawn else "\nno plot: matplotlib is not installed (pip install matplotlib)")
     if a.json:
         data = {"metric": metric,
                 "arms": {arm: [{"folder": str(r.folder), "seed": r.seed, "metric": r.metric,

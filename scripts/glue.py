@@ -33,11 +33,10 @@ from transformers import (
 )
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
-from emp_hf.core.static import scoring_cost_note  # noqa: E402
-from emp_hf.glue import TASKS, compute_glue_metrics, get_task, load_files, load_local, main_metric  # noqa: E402
-from emp_hf.trainer import release_distributed  # noqa: E402
+from emp_hf import PruningArguments, PruningTrainer
+from emp_hf.core.static import scoring_cost_note
+from emp_hf.glue import TASKS, compute_glue_metrics, get_task, load_files, load_local, main_metric
+from emp_hf.trainer import release_distributed
 
 logger = logging.getLogger("glue")
 

@@ -1,16 +1,16 @@
 #!/usr/bin/env python
-"""Run a grid of GLUE runs (tasks x methods x prune ratios x seeds) into glue_runs/<name>/, resumably.
+"""Run a grid of GLUE runs (tasks x methods x prune ratios x seeds), resumably, and record it as a study.
 
     python scripts/glue_sweep.py --name minilm-cpu --tasks rte mrpc stsb cola \
         --methods full random infobatch emp --prunes 0.7 --seeds 1 2 3 \
         -- --data_dir data/glue --model_name_or_path /path/to/model --num_train_epochs 4
 
-Everything after `--` goes to scripts/glue.py unchanged; at the end the tables and plots of every sweep
-under `--runs_dir` are rendered (scripts/glue_table.py). A run whose folder
-already holds `eval_results.json` and `pruning_report.json` is skipped, so an
-interrupted sweep continues where it stopped. Model weights and checkpoints
-are deleted after each run (`--keep_models` keeps them); the JSON results stay.
-`--launcher "accelerate launch --num_processes 4"` runs each job under a launcher.
+Everything after `--` goes to scripts/glue.py unchanged. Each run writes into its own folder under the raw
+folder `runs/glue/<name>/` (not tracked: logs, weights); after each run the study is condensed into
+`glue_runs/<name>.jsonl` (`emp_hf.studies`), and at the end the tables and plots of every study are rendered
+(scripts/glue_table.py). A run already recorded (raw or condensed) is skipped, so an interrupted sweep
+continues where it stopped. Model weights and checkpoints are deleted after each run (`--keep_models` keeps
+them). `--launcher "accelerate launch --num_processes 4"` runs each job under a launcher.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from sweep_common import parse_variants, record_invocation
+from emp_hf.studies import condense, load_study, parse_variants, record_invocation
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT / "scripts" / "glue.py"
@@ -38,8 +38,14 @@ def run_dir(base: Path, task: str, method: str, prune: float, seed: int, variant
     return base / task / (label + (f"-{variant}" if variant else "")) / f"seed{seed}"
 
 
-def is_complete(folder: Path) -> bool:
-    return (folder / "eval_results.json").is_file() and (folder / "pruning_report.json").is_file()
+def recorded(folder: Path, base: Path, study) -> dict | None:
+    """The pruning report of a finished run, from its raw folder or the condensed study; None if unfinished."""
+    if (folder / "eval_results.json").is_file() and (folder / "pruning_report.json").is_file():
+        return json.loads((folder / "pruning_report.json").read_text())
+    run = study.run(folder.relative_to(base).as_posix()) if study is not None else None
+    if run is not None and run.get("eval_results.json") is not None:
+        return run.get("pruning_report.json")
+    return None
 
 
 def main() -> None:
@@ -48,7 +54,10 @@ def main() -> None:
     own = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="Sweep name: results go to <runs_dir>/<name>/.")
-    parser.add_argument("--runs_dir", default=str(ROOT / "glue_runs"))
+    parser.add_argument("--runs_dir", default=str(ROOT / "runs" / "glue"),
+                        help="Raw run folders (logs, weights): not tracked.")
+    parser.add_argument("--results_dir", default=str(ROOT / "glue_runs"),
+                        help="Where the condensed study (<name>.jsonl) and RESULTS.md go.")
     parser.add_argument("--tasks", nargs="+", required=True)
     parser.add_argument("--methods", nargs="+", default=["full", "random", "infobatch", "emp"])
     parser.add_argument("--prunes", nargs="+", type=float, default=[0.7])
@@ -73,7 +82,12 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown --methods {unknown}; known: {', '.join(sorted(POLICIES))}")
     variants = parse_variants(parser, args.variants)
-    base = record_invocation(Path(args.runs_dir) / args.name, "glue_sweep.py", argv, args.machine)
+    results_dir = Path(args.results_dir)
+    legacy = results_dir / args.name  # a study begun when raw runs lived beside the results
+    raw_root = legacy.parent if (legacy / "sweep.json").is_file() and not (Path(args.runs_dir) / args.name).exists() \
+        else Path(args.runs_dir)
+    base = record_invocation(raw_root / args.name, "glue_sweep.py", argv, args.machine)
+    study = load_study(args.name, results_dir)
 
     variants = variants or [("", "")]
     jobs = [(t, m, p, s, v) for t in args.tasks for v in variants for m in args.methods
@@ -84,17 +98,18 @@ def main() -> None:
         extra = shlex.split(flags)
         if method == "budget":  # the budget-matched baseline of `--budget_match`'s run with this ratio and seed
             matched = run_dir(base, task, args.budget_match, prune, seed)
-            if not is_complete(matched):
+            matched_report = recorded(matched, base, study)
+            if matched_report is None:
                 print(f"[{n}/{len(jobs)}] skip budget-{args.budget_match}-{prune} seed{seed}: "
                       f"{matched.relative_to(base)} is not complete", flush=True)
                 continue
-            budget = json.loads((matched / "pruning_report.json").read_text())["forwarded_examples"]
+            budget = matched_report["forwarded_examples"]
             folder = base / task / f"budget_{args.budget_match}-{prune}" / f"seed{seed}"
             label, glue_method, extra = f"budget_{args.budget_match}", "full", ["--budget_examples", str(budget)]
         else:
             folder = run_dir(base, task, method, prune, seed, variant)
             label, glue_method = method + (f" [{variant}]" if variant else ""), method
-        if is_complete(folder):
+        if recorded(folder, base, study) is not None:
             print(f"[{n}/{len(jobs)}] skip (complete) {folder.relative_to(base)}", flush=True)
             continue
         folder.mkdir(parents=True, exist_ok=True)
@@ -116,8 +131,11 @@ def main() -> None:
             for item in folder.iterdir():
                 if item.name not in KEEP:
                     shutil.rmtree(item) if item.is_dir() else item.unlink()
-    # The tables and plots follow from the runs' JSON; rendering them here makes the grid one command.
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "glue_table.py"), "--runs_dir", args.runs_dir], check=True)
+        condense(base, results_dir)
+    condense(base, results_dir)
+    # The tables and plots follow from the condensed runs; rendering them here makes the grid one command.
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "glue_table.py"), "--results_dir", str(results_dir),
+                    "--raw_dir", str(raw_root)], check=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Render glue_runs/RESULTS.md from the runs' own JSON files (never typed by hand).
+"""Render glue_runs/RESULTS.md from the condensed studies (never typed by hand).
 
-    python scripts/glue_table.py [--runs_dir glue_runs]
+    python scripts/glue_table.py [--results_dir glue_runs] [--raw_dir runs/glue]
 
 Layout of the EMP paper's Table 3: one row per method and prune ratio, one
 column per task, mean ± std over seeds of the task's main metric (x100).
@@ -11,30 +11,25 @@ A second table gives examples forwarded and training wall time per run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-from emp_hf.glue import TASKS, main_metric  # noqa: E402
+from emp_hf.compare import PairableRun, budget_pairs, describe_differences, plot_metric_vs_forwarded
+from emp_hf.glue import TASKS, main_metric
+from emp_hf.studies import Study, load_studies
 
+ROOT = Path(__file__).resolve().parents[1]
 PAPER_ORDER = ["rte", "cola", "sst2", "stsb", "mrpc", "qnli", "mnli", "qqp", "wnli"]
 METHOD_ORDER = ["full", "random", "static_random", "infobatch", "uncertainty", "eps_greedy", "ucb", "elfl", "emp"]
 
 
-def collect(sweep: Path) -> list[dict]:
+def collect(study: Study) -> list[dict]:
     runs = []
-    for folder in sorted(sweep.glob("*/*/seed*")):
-        files = {n: folder / n for n in ("run.json", "eval_results.json", "pruning_report.json")}
-        if not all(f.is_file() for f in files.values()):
+    for run in study.runs:
+        meta, results, report = (run.get(n) for n in ("run.json", "eval_results.json", "pruning_report.json"))
+        if meta is None or results is None or report is None:
             continue
-        meta = json.loads(files["run.json"].read_text())
-        results = json.loads(files["eval_results.json"].read_text())
-        report = json.loads(files["pruning_report.json"].read_text())
         metric = f"eval_{main_metric(TASKS[meta['task']])}"
         # A static run's scoring pays for its scores before training: it counts on the compute axis.
         runs.append({**meta, "metric": results[metric], "scoring": report.get("scoring_forwarded_examples", 0),
@@ -62,10 +57,8 @@ def method_rank(method: str) -> float:
     return (METHOD_ORDER.index(base) if base in METHOD_ORDER else 99) + (50 if "[" in method else 0)
 
 
-def plot_task(sweep: Path, task: str, groups) -> str | None:
-    """Metric against examples forwarded for one task (scripts/sweep_plot.py); the PNG's name, or None."""
-    from sweep_plot import plot_metric_vs_forwarded
-
+def plot_task(folder: Path, title: str, task: str, groups) -> str | None:
+    """Metric against examples forwarded for one task (`emp_hf.compare`); the PNG's name, or None."""
     by_method: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for (method, prune), per_task in sorted(groups.items(), key=lambda kv: (method_rank(kv[0][0]), kv[0])):
         rows = per_task.get(task, [])
@@ -75,17 +68,14 @@ def plot_task(sweep: Path, task: str, groups) -> str | None:
                                       statistics.stdev(values) if len(values) > 1 else 0.0))
     name = f"{task}.png"
     ylabel = f"{main_metric(TASKS[task])} x100 (mean ± std over seeds)"
-    ok = plot_metric_vs_forwarded(sweep / name, f"{sweep.name}: {task.upper()}", ylabel, by_method)
+    folder.mkdir(parents=True, exist_ok=True)
+    ok = plot_metric_vs_forwarded(folder / name, f"{title}: {task.upper()}", ylabel, by_method)
     return name if ok else None
 
 
 def paired_with_budget(runs: list[dict], tasks: list[str]) -> list[str]:
     """Each method minus the budget-matched run of the same seed that trained on as many examples
-    (scripts/sweep_pairs.py): the direct answer to "does pruning beat simply training less?"."""
-    from sweep_pairs import PairableRun, budget_pairs
-
-    from emp_hf.compare import describe_differences
-
+    (`emp_hf.compare.budget_pairs`): the direct answer to "does pruning beat simply training less?"."""
     pairs = budget_pairs(PairableRun(r["method"], (r["task"], r["prune"]), r["seed"], r["metric"], r["trained"],
                                      r["budget"]) for r in runs)
     rows = sorted({(label, budget, prune) for label, budget, (_, prune) in pairs},
@@ -105,16 +95,16 @@ def paired_with_budget(runs: list[dict], tasks: list[str]) -> list[str]:
             "|---|---|" + "---|" * len(tasks), *lines]
 
 
-def render_sweep(sweep: Path) -> str:
-    runs = collect(sweep)
-    meta = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").is_file() else {}
+def render_sweep(study: Study, results_dir: Path) -> str:
+    runs = collect(study)
+    meta = study.meta
     tasks = [t for t in PAPER_ORDER if any(r["task"] == t for r in runs)]
     groups: dict[tuple[str, float], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
         groups[(r["method"], r["prune"])][r["task"]].append(r)
     keys = sorted(groups, key=lambda k: (k[1], method_rank(k[0]), k[0]))
 
-    out = [f"## {sweep.name}", ""]
+    out = [f"## {study.name}", ""]
     for inv in meta.get("invocations", []):
         out += [f"- Machine: {inv['machine']}; started {inv['started']}", f"  - Command: `{inv['command']}`"]
     if not runs:
@@ -144,8 +134,8 @@ def render_sweep(sweep: Path) -> str:
                          + (f", of which scoring {scoring:,.0f}" if scoring else ""))
         out.append(f"| {method} | {prune:g} | " + " | ".join(cells) + " |")
     out += paired_with_budget(runs, tasks)
-    plots = [(t, plot_task(sweep, t, groups)) for t in tasks]
-    out += [""] + [f"![{t.upper()}: metric against examples forwarded]({sweep.name}/{png})" for t, png in plots if png]
+    plots = [(t, plot_task(results_dir / study.name, study.name, t, groups)) for t in tasks]
+    out += [""] + [f"![{t.upper()}: metric against examples forwarded]({study.name}/{png})" for t, png in plots if png]
     if runs:
         ns = sorted({(r["task"], r["n"], r["epochs"]) for r in runs if not r["method"].startswith("budget_")})
         out += ["", "Training rows and epochs per task: " + "; ".join(f"{t} {n} rows x {e} epochs" for t, n, e in ns)
@@ -155,20 +145,22 @@ def render_sweep(sweep: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs_dir", default=str(ROOT / "glue_runs"))
-    parser.add_argument("--notes", default=None, help="Markdown file whose text goes under each sweep's title.")
+    parser.add_argument("--results_dir", default=str(ROOT / "glue_runs"),
+                        help="The condensed studies (<study>.jsonl) and where RESULTS.md goes.")
+    parser.add_argument("--raw_dir", default=str(ROOT / "runs" / "glue"),
+                        help="Raw run folders of studies still running (merged over their condensed runs).")
     args = parser.parse_args()
-    runs_dir = Path(args.runs_dir)
+    results_dir = Path(args.results_dir)
     parts = ["# GLUE results", "",
-             "Generated by `python scripts/glue_table.py` from the JSON files under `glue_runs/`; "
-             "do not edit by hand.", ""]
-    for sweep in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        parts.append(render_sweep(sweep))
-        notes = sweep / "NOTES.md"
-        if notes.is_file():
-            parts.append(notes.read_text())
-    (runs_dir / "RESULTS.md").write_text("\n".join(parts))
-    print(f"wrote {runs_dir / 'RESULTS.md'}")
+             "Generated by `python scripts/glue_table.py` from the condensed studies (`glue_runs/<study>.jsonl`: "
+             "each run's command, settings, pruning report and evaluation); do not edit by hand.", ""]
+    for study in load_studies(results_dir, Path(args.raw_dir)):
+        parts.append(render_sweep(study, results_dir))
+        if study.notes:
+            parts.append(study.notes)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "RESULTS.md").write_text("\n".join(parts))
+    print(f"wrote {results_dir / 'RESULTS.md'}")
 
 
 if __name__ == "__main__":

@@ -9,14 +9,12 @@ matplotlib) and checkpoints with the pruning state (--save_every, --resume_from_
 """
 
 import os
-import sys
 
 from transformers import HfArgumentParser
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from emp_hf import PruningConfig  # noqa: E402
-from emp_hf.core.distributed import shutdown, world_size  # noqa: E402
-from emp_hf.vision.simclr import SimCLRArguments, pretrain_and_evaluate  # noqa: E402
+from emp_hf import PruningConfig
+from emp_hf.core.distributed import shutdown, world_size
+from emp_hf.vision.simclr import SimCLRArguments, pretrain_and_evaluate
 
 
 def main() -> None:

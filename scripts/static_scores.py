@@ -17,14 +17,11 @@ holds the scores, the end to keep (docs/static_scores.md) and the scoring run's 
 wall time), which the pruned run adds to its report and summary line.
 """
 
-import os
 import sys
 
 from transformers import HfArgumentParser
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emp_hf.vision.static_scoring import StaticScoreArguments  # noqa: E402
+from emp_hf.vision.static_scoring import StaticScoreArguments
 
 FRONT_ENDS = ("vision", "glue")
 

@@ -9,15 +9,13 @@ checkpoints (with the pruning state) to --output_dir.
 """
 
 import os
-import sys
 
 from transformers import HfArgumentParser
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from emp_hf import PruningConfig  # noqa: E402
-from emp_hf.core.distributed import shutdown, world_size  # noqa: E402
-from emp_hf.core.static import scoring_cost_note  # noqa: E402
-from emp_hf.vision import VisionArguments, train  # noqa: E402
+from emp_hf import PruningConfig
+from emp_hf.core.distributed import shutdown, world_size
+from emp_hf.core.static import scoring_cost_note
+from emp_hf.vision import VisionArguments, train
 
 
 def main() -> None:

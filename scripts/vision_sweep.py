@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run a grid of vision runs into vision_runs/<name>/ (resumable) and render vision_runs/RESULTS.md.
+"""Run a grid of vision runs (resumable), record it as a study and render vision_runs/RESULTS.md.
 
     python scripts/vision_sweep.py --name fmnist-cpu --methods full random infobatch emp \
         --prunes 0.3 0.5 0.7 --noise_prunes 0.7 -- --dataset fashion_mnist --model resnet10 --epochs 8 --cpu
@@ -8,8 +8,9 @@ Everything after `--` goes to scripts/vision.py. `--noise_prunes` adds runs with
 `--label_noise` (default 0.2) at those ratios (and a full-data noisy run).
 `--variants 'beta0:--beta 0' 'noanneal:--anneal 0'` runs every (non-budget)
 job once per variant with those extra vision.py flags (folders `emp+beta0-...`).
-A run folder with metrics.json is complete and skipped; checkpoints are
-deleted after each run. The table is built from the runs' JSON files only.
+Runs write into raw folders under `runs/vision/<name>/` (not tracked); after each run the study is
+condensed into `vision_runs/<name>.jsonl` (`emp_hf.studies`), from which the tables are built. A run
+already recorded (raw or condensed) is skipped; checkpoints are deleted after each run.
 """
 
 from __future__ import annotations
@@ -23,37 +24,34 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sweep_common import parse_variants, record_invocation
+from emp_hf.compare import OWN_SCHEDULE, PairableRun, budget_pairs, describe_differences, plot_metric_vs_forwarded
+from emp_hf.studies import Study, condense, load_studies, load_study, parse_variants, record_invocation
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def render(base: Path) -> str:
+def render(study: Study, results_dir: Path) -> str:
     """The sweep's table (mean ± std over seeds where a configuration has several) and its plot."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from sweep_plot import OWN_SCHEDULE
-
     PLANNED_SCHEDULE = "[planned: linear to 0]"
 
     def budget_of(m):  # the pruning dataclass holds it now; recorded runs have it among the vision arguments
         return m["pruning"].get("budget_examples", m["arguments"].get("budget_examples"))
 
-    meta = json.loads((base / "sweep.json").read_text())
+    meta = study.meta
     groups: dict[tuple[float, float, str], list[tuple[dict, dict]]] = {}
-    for metrics_file in sorted(base.glob("*/metrics.json")):
-        m = json.loads(metrics_file.read_text())
-        if m["final"] is None or not (metrics_file.parent / "pruning_report.json").is_file():
+    for run in sorted(study.runs, key=lambda run: run.path):
+        m, r = run.get("metrics.json"), run.get("pruning_report.json")
+        if m is None or m["final"] is None or r is None:
             continue  # a run still going (metrics.json is written after every epoch)
-        r = json.loads((metrics_file.parent / "pruning_report.json").read_text())
         method = m["pruning"]["method"]
-        variant = metrics_file.parent.name.split("-")[0].partition("+")[2]  # `--variants` label, if any
+        variant = run.name.split("-")[0].partition("+")[2]  # `--variants` label, if any
         if budget_of(m) is not None:
-            method = "budget_" + metrics_file.parent.name.split("-")[0].removeprefix("budget_").partition("+")[0]
+            method = "budget_" + run.name.split("-")[0].removeprefix("budget_").partition("+")[0]
             if m["arguments"].get("schedule") == "linear" and variant == "planned":
                 method += f" {PLANNED_SCHEDULE}"
             elif m["arguments"].get("budget_schedule_examples") is None:  # not the matched run's LR at each step
                 method += f" {OWN_SCHEDULE}"
-            prune = float(metrics_file.parent.name.split("-")[1])
+            prune = float(run.name.split("-")[1])
         else:
             prune = m["pruning"]["prune"] if method != "full" else 0.0
             if method == "static" and r.get("static_scores"):
@@ -73,7 +71,7 @@ def render(base: Path) -> str:
         return f"{mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
 
     full_wall = {k[0]: mean(m["final"]["train_time_s"] for m, _ in groups[k]) for k in keys if k[2] == "full"}
-    lines = [f"## {base.name}", "",
+    lines = [f"## {study.name}", "",
              "Train time: selection, training steps and score updates, without the per-epoch evaluation. "
              "Accuracy: mean ± std over seeds.", ""]
     for inv in meta["invocations"]:
@@ -104,8 +102,6 @@ def render(base: Path) -> str:
             values = [100 * v for v in finals]
             points.setdefault(method, []).append((fwd, mean(values), statistics.stdev(values) if len(values) > 1
                                                   else 0.0))
-    from sweep_pairs import PairableRun, budget_pairs
-
     def epoch_plan(m, r):
         if budget_of(m) is not None:
             plan = m["arguments"].get("budget_schedule_examples")
@@ -115,8 +111,6 @@ def render(base: Path) -> str:
     pairs = budget_pairs(PairableRun(method, (noise, prune), m["arguments"]["seed"], m["final"]["test_acc"],
                                      r["forwarded_examples"], budget_of(m), epoch_plan(m, r))
                          for (noise, prune, method) in keys for m, r in groups[(noise, prune, method)])
-    from emp_hf.compare import describe_differences
-
     paired = [f"| {noise:g} | {prune:g} | {label} − {budget} | {len(diffs)} | {acc(diffs)} | "
               f"{describe_differences(diffs, 100.0)} |"
               for (label, budget, (noise, prune)), diffs in sorted(
@@ -128,14 +122,13 @@ def render(base: Path) -> str:
                        "with runs of X's epoch sizes, `[own LR schedule]` ran its own schedule):"), "",
                   "| label noise | prune | difference | pairs | mean ± std | mean [95% CI] (wins/ties/losses, sign "
                   "p, pairs) |", "|---|---|---|---|---|---|", *paired]
-    from sweep_plot import plot_metric_vs_forwarded
-
-    if points and plot_metric_vs_forwarded(base / "accuracy_vs_forwarded.png", base.name,
+    plots = results_dir / study.name
+    plots.mkdir(parents=True, exist_ok=True)
+    if points and plot_metric_vs_forwarded(plots / "accuracy_vs_forwarded.png", study.name,
                                            "final test accuracy % (mean ± std over seeds)", points):
-        lines += ["", f"![{base.name}: accuracy against examples forwarded]({base.name}/accuracy_vs_forwarded.png)"]
-    notes = base / "NOTES.md"
-    if notes.is_file():
-        lines += ["", notes.read_text()]
+        lines += ["", f"![{study.name}: accuracy against examples forwarded]({study.name}/accuracy_vs_forwarded.png)"]
+    if study.notes:
+        lines += ["", study.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +138,10 @@ def main() -> None:
     own = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default=None)
-    parser.add_argument("--runs_dir", default=str(ROOT / "vision_runs"))
+    parser.add_argument("--runs_dir", default=str(ROOT / "runs" / "vision"),
+                        help="Raw run folders (logs, checkpoints, per-run plots): not tracked.")
+    parser.add_argument("--results_dir", default=str(ROOT / "vision_runs"),
+                        help="Where the condensed study (<name>.jsonl) and RESULTS.md go.")
     parser.add_argument("--methods", nargs="+", default=["full", "random", "infobatch", "emp"])
     parser.add_argument("--prunes", nargs="+", type=float, default=[0.3, 0.5, 0.7])
     parser.add_argument("--noise_prunes", nargs="*", type=float, default=[])
@@ -165,13 +161,26 @@ def main() -> None:
                         help="Ablations: run every job once per variant with extra vision.py flags, e.g. "
                              "'beta0:--beta 0' 'noanneal:--anneal 0'; the label goes into the method's name.")
     args = parser.parse_args(own)
+    results_dir, raw_dir = Path(args.results_dir), Path(args.runs_dir)
     if args.render_only:
-        write_results(Path(args.runs_dir))
+        write_results(results_dir, raw_dir)
         return
     if args.name is None:
         parser.error("--name is required (unless --render_only)")
     variants = parse_variants(parser, args.variants)
-    base = record_invocation(Path(args.runs_dir) / args.name, "vision_sweep.py", argv, args.machine)
+    base = record_invocation(raw_dir / args.name, "vision_sweep.py", argv, args.machine)
+    study = load_study(args.name, results_dir)
+
+    def finished(folder: Path) -> tuple[dict, dict] | None:
+        """(metrics, report) of a finished run, from its raw folder or the condensed study."""
+        if (folder / "metrics.json").is_file() and (folder / "pruning_report.json").is_file():
+            m = json.loads((folder / "metrics.json").read_text())
+            if m["final"]:
+                return m, json.loads((folder / "pruning_report.json").read_text())
+        run = study.run(folder.name) if study is not None else None
+        if run is not None and run.get("metrics.json") and run.get("metrics.json")["final"]:
+            return run.get("metrics.json"), run.get("pruning_report.json")
+        return None
 
     seeds = args.seeds or [None]
     variants = variants or [("", "")]
@@ -193,11 +202,12 @@ def main() -> None:
     for n, (noise, method, prune, seed, (variant, flags)) in enumerate(jobs, 1):
         extra = shlex.split(flags)
         if method == "budget":
-            matched = folder_of(noise, args.budget_match, prune, seed)
-            if not (matched / "metrics.json").is_file():
-                print(f"[{n}/{len(jobs)}] skip budget-{prune}: {matched.name} is not complete", flush=True)
+            matched = finished(folder_of(noise, args.budget_match, prune, seed))
+            if matched is None:
+                print(f"[{n}/{len(jobs)}] skip budget-{prune}: {folder_of(noise, args.budget_match, prune, seed).name}"
+                      " is not complete", flush=True)
                 continue
-            report = json.loads((matched / "pruning_report.json").read_text())
+            report = matched[1]
             schedule = args.budget_schedule
             folder = folder_of(noise, f"budget_{args.budget_match}", prune, seed,
                                "" if schedule == "matched" else schedule)
@@ -208,7 +218,7 @@ def main() -> None:
                 extra += ["--schedule", "linear"]
         else:
             folder, run_method = folder_of(noise, method, prune, seed, variant), method
-        if (folder / "metrics.json").is_file() and json.loads((folder / "metrics.json").read_text())["final"]:
+        if finished(folder) is not None:
             print(f"[{n}/{len(jobs)}] skip (complete) {folder.name}", flush=True)
             continue
         cmd = [sys.executable, str(ROOT / "scripts" / "vision.py"), "--method", run_method, "--prune", str(prune),
@@ -216,7 +226,9 @@ def main() -> None:
         if seed is not None:
             cmd += ["--seed", str(seed)]
         run_job(cmd, folder, f"[{n}/{len(jobs)}]")
-    write_results(Path(args.runs_dir))
+        condense(base, results_dir)
+    condense(base, results_dir)
+    write_results(results_dir, raw_dir)
 
 
 def run_job(cmd: list[str], folder: Path, tag: str) -> None:
@@ -232,19 +244,16 @@ def run_job(cmd: list[str], folder: Path, tag: str) -> None:
         shutil.rmtree(ckpt)
 
 
-def write_results(runs_dir: Path) -> None:
-    parts = ["# Vision results", "", "Generated by `python scripts/vision_sweep.py` from the runs' JSON files.", ""]
-    for base in sorted(runs_dir.iterdir()):
-        if not (base / "sweep.json").is_file():
-            continue
-        if json.loads((base / "sweep.json").read_text()).get("kind") == "simclr":
-            sys.path.insert(0, str(ROOT / "scripts"))
-            from simclr_sweep import render as render_simclr
+def write_results(results_dir: Path, raw_dir: Path | None = None) -> None:
+    """vision_runs/RESULTS.md from every condensed study (and the raw folders of studies still running)."""
+    from simclr_sweep import render as render_simclr
 
-            parts.append(render_simclr(base))
-        else:
-            parts.append(render(base))
-    (runs_dir / "RESULTS.md").write_text("\n".join(parts))
+    parts = ["# Vision results", "", "Generated by `python scripts/vision_sweep.py --render_only` from the condensed "
+             "studies (`vision_runs/<study>.jsonl`: each run's settings, pruning report and metrics).", ""]
+    for study in load_studies(results_dir, raw_dir):
+        parts.append(render_simclr(study) if study.meta.get("kind") == "simclr" else render(study, results_dir))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "RESULTS.md").write_text("\n".join(parts))
 
 
 if __name__ == "__main__":

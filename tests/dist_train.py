@@ -8,12 +8,11 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
-from tiny import tiny_args, tiny_bert, tiny_dataset  # noqa: E402
+from tiny import tiny_args, tiny_bert, tiny_dataset
 
-import emp_hf.core.distributed as emp_distributed  # noqa: E402
-from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
-from emp_hf.trainer import INDEX_KEY, release_distributed  # noqa: E402
+import emp_hf.core.distributed as emp_distributed
+from emp_hf import PruningArguments, PruningTrainer
+from emp_hf.trainer import INDEX_KEY, release_distributed
 
 
 class CountingCollectives:

@@ -11,14 +11,13 @@ import signal
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
-import torch  # noqa: E402
-from tiny import tiny_args, tiny_bert, tiny_dataset  # noqa: E402
-from transformers import Trainer, TrainerCallback  # noqa: E402
+import torch
+from tiny import tiny_args, tiny_bert, tiny_dataset
+from transformers import Trainer, TrainerCallback
 
-import emp_hf.trainer as pruning_trainer  # noqa: E402
-from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
-from emp_hf.core.state_file import newest_complete  # noqa: E402
+import emp_hf.trainer as pruning_trainer
+from emp_hf import PruningArguments, PruningTrainer
+from emp_hf.core.state_file import newest_complete
 
 
 def arm_fault(spec: str) -> None:

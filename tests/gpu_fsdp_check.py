@@ -18,9 +18,7 @@ import sys
 
 import torch
 from torch.utils.data import Dataset
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from transformers import (  # noqa: E402
+from transformers import (
     BertConfig,
     BertForSequenceClassification,
     GPT2Config,
@@ -28,8 +26,8 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from emp_hf import PruningArguments, PruningTrainer  # noqa: E402
-from emp_hf.trainer import release_distributed  # noqa: E402
+from emp_hf import PruningArguments, PruningTrainer
+from emp_hf.trainer import release_distributed
 
 
 class Rows(Dataset):

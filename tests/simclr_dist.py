@@ -11,10 +11,9 @@ import sys
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from emp_hf import PruningConfig  # noqa: E402
-from emp_hf.core.contrastive import nt_xent_terms  # noqa: E402
-from emp_hf.core.distributed import shutdown  # noqa: E402
+from emp_hf import PruningConfig
+from emp_hf.core.contrastive import nt_xent_terms
+from emp_hf.core.distributed import shutdown
 
 out, mode = sys.argv[1], sys.argv[2]
 if mode == "loss":

@@ -1,4 +1,5 @@
-"""The sweep driver runs a grid, skips complete runs on a second call, and the table is built from the JSON."""
+"""The sweep driver runs a grid, skips recorded runs on a second call, condenses the study, and the table is built
+from the condensed runs alone (the raw folders may be gone)."""
 
 import json
 import os
@@ -17,9 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_sweep_is_resumable_and_table_comes_from_the_runs(tmp_path):
     data = tmp_path / "glue_data"
     model = write_tiny_model(tmp_path / "model", write_tsv_task(data))
-    runs = tmp_path / "runs"
+    runs, results = tmp_path / "runs", tmp_path / "results"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, str(ROOT / "scripts" / "glue_sweep.py"), "--name", "tiny", "--runs_dir", str(runs),
+           "--results_dir", str(results),
            "--tasks", "mrpc", "--methods", "full", "emp", "--prunes", "0.5", "--seeds", "1", "2",
            "--budget_match", "emp", "--",
            "--data_dir", str(data), "--model_name_or_path", str(model), "--num_train_epochs", "2",
@@ -37,19 +39,30 @@ def test_sweep_is_resumable_and_table_comes_from_the_runs(tmp_path):
     assert budget["method"] == "full" and budget["budget_examples"] == emp_report["forwarded_examples"]
     assert budget["forwarded_examples"] == emp_report["forwarded_examples"]  # exactly: the last epoch is cut
     assert len(json.loads((runs / "tiny" / "sweep.json").read_text())["invocations"]) == 2
-    rendered_by_sweep = (runs / "RESULTS.md").read_text()  # the sweep renders its tables itself
-    (runs / "RESULTS.md").unlink()
+    rendered_by_sweep = (results / "RESULTS.md").read_text()  # the sweep renders its tables itself
+    (results / "RESULTS.md").unlink()
+    condensed = [json.loads(line) for line in (results / "tiny.jsonl").read_text().splitlines()]
+    assert condensed[0]["study"] == "tiny" and len(condensed[0]["meta"]["invocations"]) == 2
+    assert len(condensed) == 1 + 6 and all(set(r["files"]) >= {"run.json", "pruning_report.json",
+                                                               "eval_results.json"} for r in condensed[1:])
+    import shutil
 
-    table = subprocess.run([sys.executable, str(ROOT / "scripts" / "glue_table.py"), "--runs_dir", str(runs)],
-                           env=env, capture_output=True, text=True, timeout=120)
+    shutil.copytree(runs, tmp_path / "raw-kept")  # the table needs no raw folder
+    shutil.rmtree(runs)
+    runs = tmp_path / "raw-kept"
+    folder = runs / "tiny" / "mrpc" / "emp-0.5" / "seed2"
+
+    table = subprocess.run([sys.executable, str(ROOT / "scripts" / "glue_table.py"), "--results_dir", str(results),
+                            "--raw_dir", str(tmp_path / "no-raw")], env=env, capture_output=True, text=True,
+                           timeout=120)
     assert table.returncode == 0, table.stderr
-    text = (runs / "RESULTS.md").read_text()
+    text = (results / "RESULTS.md").read_text()
     score = 100 * json.loads((folder / "eval_results.json").read_text())["eval_combined_score"]
     other = 100 * json.loads((folder.parent / "seed1" / "eval_results.json").read_text())["eval_combined_score"]
     assert f"| emp | 0.5 | {(score + other) / 2:.2f} ± " in text
     assert "| full | 0 |" in text and "(n=2)" in text and "python scripts/glue_sweep.py" in text
     assert "| budget_emp | 0.5 |" in text and "![MRPC: metric against examples forwarded](tiny/mrpc.png)" in text
-    assert (runs / "tiny" / "mrpc.png").is_file() and text == rendered_by_sweep
+    assert (results / "tiny" / "mrpc.png").is_file() and text == rendered_by_sweep
     budget_dir = runs / "tiny" / "mrpc" / "budget_emp-0.5"
     diffs = [100 * (json.loads((folder.parent / s / "eval_results.json").read_text())["eval_combined_score"]
                     - json.loads((budget_dir / s / "eval_results.json").read_text())["eval_combined_score"])

@@ -379,9 +379,7 @@ def test_stsb_tsv_labels_are_range_checked_and_short_rows_named(tmp_path, row, e
     (b"sentence1,sentence2,label\na,b,1\nc,\xff,1\n", r"t.csv, line 3: not UTF-8"),
 ])
 def test_csv_and_jsonl_rows_are_checked_by_line(tmp_path, content, expected):
-    from emp_hf.glue import load_files
-
-    from emp_hf.glue import get_task
+    from emp_hf.glue import get_task, load_files
 
     (tmp_path / "t.csv").write_bytes(content)
     with pytest.raises(ValueError, match=expected):

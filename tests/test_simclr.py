@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from launch import launch_two
 
 from emp_hf import PruningConfig
 from emp_hf.core import DataPruner
@@ -19,9 +20,6 @@ from emp_hf.core.contrastive import nt_xent_terms, view_distance
 from emp_hf.vision.augment import VIEW_DRAWS, draw_view_params, simclr_view
 from emp_hf.vision.data import load_digits_data
 from emp_hf.vision.simclr import SimCLRArguments, SimCLRModel, contrastive_forward, pretrain_and_evaluate
-
-sys.path.insert(0, str(Path(__file__).parent))
-from launch import launch_two  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,7 +202,7 @@ def test_bad_input():
 def test_sweep_is_resumable_and_renders_from_the_runs(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(ROOT / "scripts" / "simclr_sweep.py"), "--name", "tiny", "--runs_dir", str(tmp_path),
-           "--methods", "full", "emp", "--prunes", "0.5", "--ssl_scores", "loss_f", "loss_g", "--seeds", "0", "--",
+           "--results_dir", str(tmp_path), "--methods", "full", "emp", "--prunes", "0.5", "--ssl_scores", "loss_f", "loss_g", "--seeds", "0", "--",
            "--dataset", "digits", "--model", "resnet10", "--width", "4", "--epochs", "2", "--batch_size", "64",
            "--max_train_samples", "128", "--eval_epochs", "1", "--cpu"]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -216,3 +214,4 @@ def test_sweep_is_resumable_and_renders_from_the_runs(tmp_path):
         "evaluation"]["test_acc"]
     assert f"| 0.5 | emp | NT-Xent − β‖g_a − g_b‖ | 1 | {acc:.2f} |" in text
     assert "## tiny (SimCLR)" in text and "python scripts/simclr_sweep.py" in text
+    assert (tmp_path / "tiny.jsonl").is_file()

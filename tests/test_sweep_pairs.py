@@ -1,12 +1,9 @@
 """Pruned runs are paired with the budget-matched run of their seed that was cut to their own example count."""
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from sweep_pairs import PairableRun, budget_pairs  # noqa: E402
+from emp_hf.compare import PairableRun, budget_pairs
 
 
 def test_each_run_meets_the_budget_run_of_its_seed_and_count():

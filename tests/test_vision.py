@@ -251,6 +251,7 @@ def test_vision_sweep_seeds_budget_match_and_table(tmp_path):
     import sys
 
     cmd = [sys.executable, str(ROOT / "scripts" / "vision_sweep.py"), "--name", "t", "--runs_dir", str(tmp_path),
+           "--results_dir", str(tmp_path),
            "--methods", "emp", "--prunes", "0.5", "--seeds", "0", "1", "--budget_match", "emp", "--",
            "--dataset", "digits", "--model", "resnet10", "--width", "4", "--epochs", "4", "--batch_size", "64",
            "--optimizer", "adam", "--lr", "0.001", "--max_train_samples", "200", "--cpu"]
@@ -266,6 +267,7 @@ def test_vision_sweep_seeds_budget_match_and_table(tmp_path):
     text = (tmp_path / "RESULTS.md").read_text()
     assert f"| 0 | 0.5 | emp | 2 | {sum(accs) / 2:.2f} ± " in text and "| 0 | 0.5 | budget_emp | 2 |" in text
     assert (tmp_path / "t" / "accuracy_vs_forwarded.png").is_file()
+    assert (tmp_path / "t.jsonl").is_file()  # the condensed study the table can be rebuilt from
     budget_accs = [100 * json.loads((tmp_path / "t" / f"budget_emp-0.5-seed{s}" / "metrics.json").read_text())
                    ["final"]["test_acc"] for s in (0, 1)]
     paired = (accs[0] - budget_accs[0] + accs[1] - budget_accs[1]) / 2
@@ -295,6 +297,7 @@ def test_vision_sweep_variants_name_runs_and_rows(tmp_path):
     import sys
 
     cmd = [sys.executable, str(ROOT / "scripts" / "vision_sweep.py"), "--name", "v", "--runs_dir", str(tmp_path),
+           "--results_dir", str(tmp_path),
            "--methods", "emp", "--prunes", "0.5", "--variants", "noanneal:--anneal 0", "--",
            "--dataset", "digits", "--model", "resnet10", "--width", "4", "--epochs", "4", "--batch_size", "64",
            "--optimizer", "adam", "--lr", "0.001", "--max_train_samples", "200", "--cpu"]
@@ -303,7 +306,8 @@ def test_vision_sweep_variants_name_runs_and_rows(tmp_path):
     report = json.loads((tmp_path / "v" / "emp+noanneal-0.5" / "pruning_report.json").read_text())
     assert report["forwarded_examples"] == 500  # 200 + 100 + 100 + 100: the last epoch is pruned too
     assert "| 0 | 0.5 | emp [noanneal] | 1 |" in (tmp_path / "RESULTS.md").read_text()
-    bad = subprocess.run([*cmd[:2], "--name", "w", "--runs_dir", str(tmp_path), "--variants", "no anneal:--anneal 0"],
+    bad = subprocess.run([*cmd[:2], "--name", "w", "--runs_dir", str(tmp_path), "--results_dir", str(tmp_path),
+                          "--variants", "no anneal:--anneal 0"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--variants labels" in bad.stderr and not (tmp_path / "w").exists()
 

@@ -6,10 +6,9 @@ import sys
 
 import torch.distributed as dist
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from emp_hf import PruningConfig  # noqa: E402
-from emp_hf.core.distributed import shutdown  # noqa: E402
-from emp_hf.vision import VisionArguments, train  # noqa: E402
+from emp_hf import PruningConfig
+from emp_hf.core.distributed import shutdown
+from emp_hf.vision import VisionArguments, train
 
 out, method = sys.argv[1], sys.argv[2]
 vargs = VisionArguments(dataset="digits", model="resnet10", width=4, epochs=4, batch_size=32, optimizer="adam",
