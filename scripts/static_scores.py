@@ -43,7 +43,7 @@ def main(argv: list[str]) -> None:
         paths = compute_static_scores(sargs, vargs)
     else:
         import torch
-        from glue import DataArguments, GlueTrainingArguments, ModelArguments, prepare
+        from emp_hf.glue.runner import DataArguments, GlueTrainingArguments, ModelArguments, prepare
         from transformers import DataCollatorWithPadding, set_seed
 
         from emp_hf.text_static_scoring import compute_text_static_scores

@@ -279,7 +279,7 @@ def _glue_metric(task_name: str):
     """The `evaluate` module for one task, loaded (copied and imported) once per process, not per evaluation."""
     import evaluate
 
-    from .metrics import GLUE_METRIC
+    from ..metrics import GLUE_METRIC
 
     return evaluate.load(GLUE_METRIC, task_name)
 
