@@ -22,8 +22,9 @@ import time
 
 import torch
 
-from emp_hf.core import BYTES_PER_EXAMPLE, DataPruner, PruningConfig, policies
-from emp_hf.core.policies import index_dtype, nonzero_indices
+from emp_hf.core import BYTES_PER_EXAMPLE, DataPruner, PruningConfig
+from emp_hf.core import selection as selection_module
+from emp_hf.core.selection import index_dtype, nonzero_indices
 
 
 def current_rss_gib() -> float:
@@ -73,8 +74,8 @@ def main() -> None:
                              "e.g. 1e12 keeps the index form at every size, to compare the two.")
     args = parser.parse_args()
     if args.packed_min is not None:
-        policies._PACKED_MIN = int(args.packed_min)
-    print(f"selections packed from {policies._PACKED_MIN:,} examples on")
+        selection_module._PACKED_MIN = int(args.packed_min)  # the one module that reads it
+    print(f"selections packed from {selection_module._PACKED_MIN:,} examples on")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
     print(f"store bytes/example: {BYTES_PER_EXAMPLE}")
     print(f"{'N':>11} {'method':>10} {'update/batch s':>15} {'epoch updates s':>16} {'selection s':>12}")

@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 import torch
+from tiny import set_core_size
 
-from emp_hf.core import DataPruner, PruningConfig, policies
+from emp_hf.core import DataPruner, PruningConfig
 from emp_hf.core.packed import PackedMask
 from emp_hf.core.policies import exact_random_subset, shuffled_members
 from emp_hf.core.state_file import load_state_file, save_state_file
@@ -83,9 +84,9 @@ def test_exact_random_subset_includes_each_candidate_with_the_requested_fraction
     assert abs(halves[0] - halves[1]) < 0.02 * sum(halves)
 
 
-def test_shuffled_members_gives_each_order_of_the_members_equally_often(monkeypatch):
-    monkeypatch.setattr(policies, "_CHUNK", 8)  # members in three different chunks
-    monkeypatch.setattr(policies, "_ORDER_BUCKETS", 4)  # any power of two is uniform; 4 keeps 4,800 draws quick
+def test_shuffled_members_gives_each_order_of_the_members_equally_often(monkeypatch, core_sizes):
+    core_sizes("_CHUNK", 8)  # members in three different chunks
+    core_sizes("_ORDER_BUCKETS", 4)  # any power of two is uniform; 4 keeps 4,800 draws quick
     mask = torch.zeros(24, dtype=torch.bool)
     mask[[2, 9, 10, 20]] = True
     packed = PackedMask.pack(mask)
@@ -99,8 +100,8 @@ def test_shuffled_members_gives_each_order_of_the_members_equally_often(monkeypa
         shuffled_members(packed, 5, torch.Generator())
 
 
-def test_shuffled_members_at_size_is_a_permutation_of_the_set_with_no_position_drift(monkeypatch):
-    monkeypatch.setattr(policies, "_CHUNK", 8192)  # 25 chunks
+def test_shuffled_members_at_size_is_a_permutation_of_the_set_with_no_position_drift(monkeypatch, core_sizes):
+    core_sizes("_CHUNK", 8192)  # 25 chunks
     g = torch.Generator().manual_seed(0)
     mask = torch.rand(200_000, generator=g) < 0.65
     order = shuffled_members(PackedMask.pack(mask), int(mask.sum()), torch.Generator().manual_seed(1))
@@ -111,7 +112,7 @@ def test_shuffled_members_at_size_is_a_permutation_of_the_set_with_no_position_d
 
 def run(method, packed_min, monkeypatch, n=3000, epochs=5, seed=2, labels=True, stop=None, state=None):
     """Epoch orders and selections of a pruner fed deterministic losses (optionally resumed from `state`)."""
-    monkeypatch.setattr(policies, "_PACKED_MIN", packed_min)
+    set_core_size(monkeypatch, "_PACKED_MIN", packed_min)
     config = PruningConfig(method=method, prune=0.6, anneal=0.2)
     p = DataPruner(n, epochs, config, seed=seed, labels=torch.arange(n) % 3 if labels else None)
     if state is not None:
@@ -171,9 +172,9 @@ def test_a_damaged_packed_selection_is_named_damaged(monkeypatch):
         q.load_state_dict(state)
 
 
-def test_infobatch_keeps_what_is_not_well_learned_and_upweights_exactly_the_drawn_rest(monkeypatch):
+def test_infobatch_keeps_what_is_not_well_learned_and_upweights_exactly_the_drawn_rest(monkeypatch, core_sizes):
     for packed_min in (1 << 40, 1000):
-        monkeypatch.setattr(policies, "_PACKED_MIN", packed_min)
+        core_sizes("_PACKED_MIN", packed_min)
         n = 5000
         p = DataPruner(n, 4, PruningConfig(method="infobatch", prune=0.7, anneal=0.0), seed=4)
         p.set_epoch(0)
@@ -200,7 +201,7 @@ def test_a_selection_refuses_per_example_float_weights_with_the_way_to_build_its
 
 
 @pytest.mark.parametrize("packed_min", [1 << 40, 16])
-def test_a_user_policy_with_loss_weights_through_mask_to_selection(packed_min, monkeypatch):
+def test_a_user_policy_with_loss_weights_through_mask_to_selection(packed_min, monkeypatch, core_sizes):
     """The way a user-written policy returns a weighted selection works in both forms."""
     from emp_hf.core import POLICIES, SelectionPolicy, mask_to_selection
 
@@ -213,7 +214,7 @@ def test_a_user_policy_with_loss_weights_through_mask_to_selection(packed_min, m
             return mask_to_selection(keep, upweighted=torch.arange(n) % 4 == 0, weight=3.0)
 
     monkeypatch.setitem(POLICIES, "even_up4", EvenUpweightFours)
-    monkeypatch.setattr(policies, "_PACKED_MIN", packed_min)
+    core_sizes("_PACKED_MIN", packed_min)
     p = DataPruner(40, 3, PruningConfig(method="even_up4", prune=0.5, anneal=0.0), seed=0)
     p.set_epoch(0)
     p.update(torch.arange(40), torch.rand(40))
@@ -262,11 +263,11 @@ def test_an_old_infobatch_state_is_refused_by_its_rules_and_its_float_weights_as
 
 
 @pytest.mark.parametrize("packed_min", [1 << 40, 16])
-def test_a_wrong_count_given_to_mask_to_selection_is_refused(packed_min, monkeypatch):
+def test_a_wrong_count_given_to_mask_to_selection_is_refused(packed_min, monkeypatch, core_sizes):
     from emp_hf.core import mask_to_selection
 
-    monkeypatch.setattr(policies, "_CHUNK", 16)  # the index form's chunked route too
-    monkeypatch.setattr(policies, "_PACKED_MIN", packed_min)
+    core_sizes("_CHUNK", 16)  # the index form's chunked route too
+    core_sizes("_PACKED_MIN", packed_min)
     mask = torch.arange(100) % 3 == 0
     assert len(mask_to_selection(mask, count=34)) == 34
     with pytest.raises(RuntimeError, match="has 34 True entries, not 35"):

@@ -258,13 +258,13 @@ def test_a_state_from_other_selection_rules_is_refused():
 
 
 @pytest.mark.parametrize("method", ["emp", "ucb", "uncertainty", "eps_greedy", "static"])
-def test_scores_computed_a_chunk_at_a_time_select_what_the_score_vector_selects(method, monkeypatch):
+def test_scores_computed_a_chunk_at_a_time_select_what_the_score_vector_selects(method, monkeypatch, core_sizes):
     """Above `_CHUNKED_SCORES_MIN` examples no score vector is built: every pass recomputes its chunk. The
     selections, ties and unseen examples included, and the reported mean must be those of the vector path."""
     import emp_hf.core.policies as policies
 
-    monkeypatch.setattr(policies, "_RADIX_MIN", 512)  # the radix threshold and its bucket pass, at test size
-    monkeypatch.setattr(policies, "_CHUNK", 300)
+    core_sizes("_RADIX_MIN", 512)  # the radix threshold and its bucket pass, at test size
+    core_sizes("_CHUNK", 300)
     n = 5003
     g = torch.Generator().manual_seed(4)
     losses = torch.randint(0, 40, (n,), generator=g).float() / 7  # heavy ties at any threshold
@@ -272,7 +272,7 @@ def test_scores_computed_a_chunk_at_a_time_select_what_the_score_vector_selects(
     static = torch.randint(-20, 20, (n,), generator=g).float()  # negatives: the general radix mapping
 
     def run(chunked_min: int) -> tuple[list, list, int]:
-        monkeypatch.setattr(policies, "_CHUNKED_SCORES_MIN", chunked_min)
+        core_sizes("_CHUNKED_SCORES_MIN", chunked_min)
         p = DataPruner(n, 4, PruningConfig(method=method, prune=0.6, anneal=0.0), seed=3,
                        static_scores=static if method == "static" else None)
         parts: list[int] = []
@@ -331,19 +331,18 @@ PINNED_PACKED_ORDERS = {
 
 @pytest.mark.parametrize("path", ["vector", "chunked", "packed"])
 @pytest.mark.parametrize("method", sorted(PINNED_ORDERS))
-def test_every_method_orders_as_recorded_under_its_selection_rules(method, path, monkeypatch):
+def test_every_method_orders_as_recorded_under_its_selection_rules(method, path, monkeypatch, core_sizes):
     """Both routes (one score vector with `kthvalue`; radix passes over chunks, chunked gather of the order) give
     the recorded orders; packed selections (shared rules 2: `shuffled_members` draws the order) theirs."""
     import hashlib
 
-    from emp_hf.core import policies
 
     if path in ("chunked", "packed"):  # the order's in-place gather too: 8,000 kept are two chunks
-        monkeypatch.setattr(policies, "_RADIX_MIN", 512)
-        monkeypatch.setattr(policies, "_CHUNK", 4096)
-        monkeypatch.setattr(policies, "_CHUNKED_SCORES_MIN", 8192)
+        core_sizes("_RADIX_MIN", 512)
+        core_sizes("_CHUNK", 4096)
+        core_sizes("_CHUNKED_SCORES_MIN", 8192)
     if path == "packed":
-        monkeypatch.setattr(policies, "_PACKED_MIN", 8192)
+        core_sizes("_PACKED_MIN", 8192)
     p = DataPruner(20_000, 5, PruningConfig(method=method, prune=0.6, anneal=0.2), seed=11)
     g = torch.Generator().manual_seed(0)
     digest = hashlib.sha256()

@@ -220,3 +220,16 @@ def tiny_bart(seed: int = 0):
         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32, dropout=0.0,
         attention_dropout=0.0, activation_dropout=0.0, pad_token_id=0, bos_token_id=1, eos_token_id=2,
         decoder_start_token_id=2))
+
+
+def set_core_size(monkeypatch, name: str, value: int) -> None:
+    """Set one of the core's size switches (`_CHUNK`, `_RADIX_MIN`, `_PACKED_MIN`, `_CHUNKED_SCORES_MIN`,
+    `_ORDER_BUCKETS`) in every module that reads it, so that the large-N paths run at test sizes."""
+    import emp_hf.core.policies as policies
+    import emp_hf.core.ranking as ranking
+    import emp_hf.core.selection as selection
+
+    modules = [m for m in (selection, ranking, policies) if hasattr(m, name)]
+    assert modules, name
+    for module in modules:
+        monkeypatch.setattr(module, name, value)

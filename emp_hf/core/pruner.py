@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import policies
+from . import selection as selection_module
 from .config import PruningConfig
 from .fingerprint import DataFingerprint
 from .packed import PackedMask
@@ -461,7 +461,7 @@ class DataPruner:
 
     @property
     def shared_rules(self) -> int:
-        return PACKED_SELECTION_RULES if self.num_examples >= policies._PACKED_MIN else SELECTION_RULES
+        return PACKED_SELECTION_RULES if self.num_examples >= selection_module._PACKED_MIN else SELECTION_RULES
 
     def load_state_dict(self, state: dict[str, Any], source: str = "pruning state") -> None:
         """Restore a checkpointed state; refused, naming each setting with its old and new value, if it was
