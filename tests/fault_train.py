@@ -16,6 +16,7 @@ from tiny import tiny_args, tiny_bert, tiny_dataset
 from transformers import Trainer, TrainerCallback
 
 import emp_hf.trainer as pruning_trainer
+import emp_hf.trainer.checkpoints as trainer_checkpoints
 from emp_hf import PruningArguments, PruningTrainer
 from emp_hf.core.state_file import newest_complete
 
@@ -24,7 +25,7 @@ def arm_fault(spec: str) -> None:
     where, step = spec.split(":")
     step = int(step)
     if where == "state":
-        real = pruning_trainer.save_state_file
+        real = trainer_checkpoints.save_state_file
 
         def torn_write(state, path):
             if state["global_step"] == step:
@@ -35,7 +36,7 @@ def arm_fault(spec: str) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             real(state, path)
 
-        pruning_trainer.save_state_file = torn_write
+        trainer_checkpoints.save_state_file = torn_write  # where checkpoints are saved
     else:
         real_rng = Trainer._save_rng_state
 

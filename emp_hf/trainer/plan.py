@@ -1,0 +1,167 @@
+"""The step plan: every epoch its own number of batches and optimizer steps, the LR horizon their sum, a resumed
+run's epoch found from those counts (transformers fixes one epoch length from `len(train_dataloader)`)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import time
+from typing import Any
+
+from .checkpoints import STATE_FILE, checkpoint_pruning_state
+
+logger = logging.getLogger("emp_hf")
+
+
+class StepPlanning:
+    """PruningMixin's per-epoch step plan, and the per-epoch pruning log."""
+
+    def set_initial_training_values(self, args, dataloader):
+        (num_train_epochs, _, num_examples, _, total_train_batch_size, _, _) = super().set_initial_training_values(
+            args, dataloader
+        )
+        assert self.pruner is not None and self._pruning_sampler is not None
+        self._planning_dataloader = dataloader  # the prepared loader, before any skip-wrapping on resume
+        self._plan_steps(dataloader)
+        max_steps = sum(self._epoch_updates)
+        plan = self.pruner.plan()
+        planned_examples = sum(plan)
+        full = num_examples * num_train_epochs
+        saved = 1 - planned_examples / full
+        logger.info(
+            "Data pruning: method %s, prune %s; examples per epoch %s; %d of %d examples (%.1f%% saved%s); "
+            "optimizer steps %d",
+            self.pruning_args.method, self.pruning_args.effective_prune, plan, planned_examples, full,
+            100 * saved, "" if self.pruner.exact_plan else ", estimated", max_steps,
+        )
+        self._warn_if_little_is_pruned(plan, num_examples, saved)
+        return (
+            len(self._epoch_updates),  # the plan's epochs: fewer than num_train_epochs for a budget run
+            self._epoch_updates[0],
+            num_examples,
+            planned_examples,
+            total_train_batch_size,
+            self._epoch_batches[0],
+            max_steps,
+        )
+
+    def _warn_if_little_is_pruned(self, plan: list[int], num_examples: int, saved: float) -> None:
+        prune = self.pruning_args.prune
+        if prune == 0 or self.pruning_args.method == "full":
+            return
+        pruning_epochs = sum(size < num_examples for size in plan)
+        if saved >= prune / 2:
+            return
+        anneal = self.pruner.config.effective_anneal
+        logger.warning(
+            "Data pruning will save only %.1f%% of the examples (prune %s): %d of %d epochs prune; epoch 0 is always "
+            "full and anneal=%s keeps the last %d epoch(s) full. Train more epochs, or lower `anneal` (0 turns the "
+            "annealing off).",
+            100 * saved, prune, pruning_epochs, len(plan), anneal, self.pruner.schedule.num_anneal_epochs,
+        )
+
+    def _plan_steps(self, dataloader) -> None:
+        """Batches and optimizer steps of every epoch, asked of the prepared dataloader (its drop_last,
+        sharding and even_batches rules) for each planned epoch size."""
+        assert self.pruner is not None and self._pruning_sampler is not None
+        self._epoch_batches = []
+        for size in self.pruner.current_plan():
+            with self._pruning_sampler.assume_size(size):
+                self._epoch_batches.append(len(dataloader))
+        ga = self.args.gradient_accumulation_steps
+        self._epoch_updates = [math.ceil(b / ga) for b in self._epoch_batches]
+
+    def _init_training_state(
+        self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+    ):
+        epochs_trained, steps_in_epoch_done = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        )
+        if resume_from_checkpoint is None or self.state.global_step == 0:
+            return epochs_trained, steps_in_epoch_done
+        state_path = os.path.join(resume_from_checkpoint, STATE_FILE)
+        if not os.path.isfile(state_path):
+            raise ValueError(
+                f"Checkpoint {resume_from_checkpoint!r} has no {STATE_FILE}: it was not written by PruningTrainer, "
+                "so the pruning scores and selection cannot be restored."
+            )
+        assert self.pruner is not None
+        state = checkpoint_pruning_state(resume_from_checkpoint, self.state.global_step)
+        self.pruner.load_state_dict(state, source=state_path)
+        # The restored state knows the real sizes of the epochs already run (infobatch's differ from the plan).
+        self._plan_steps(self._planning_dataloader)
+        self.state.max_steps = sum(self._epoch_updates)
+        # Locate the epoch from the per-epoch step counts (the parent assumes equal epochs).
+        done = self.state.global_step
+        epochs_trained = 0
+        while epochs_trained < len(self._epoch_updates) and done >= self._epoch_updates[epochs_trained]:
+            done -= self._epoch_updates[epochs_trained]
+            epochs_trained += 1
+        steps_in_epoch_done = 0 if self.args.ignore_data_skip else done * self.args.gradient_accumulation_steps
+        return epochs_trained, steps_in_epoch_done
+
+    def _run_epoch(self, model, epoch, train_dataloader, steps_in_epoch, num_update_steps_per_epoch, *args, **kwargs):
+        assert self.pruner is not None and self._pruning_sampler is not None
+        if self._train_start is None:
+            self._train_start = time.time()
+        self._pruning_sampler.set_epoch(epoch)
+        self.pruner.prepare_loss_weights(self.args.device)  # here, once, not inside a training step
+        steps_in_epoch = len(train_dataloader)
+        num_update_steps_per_epoch = math.ceil(steps_in_epoch / self.args.gradient_accumulation_steps)
+        if self.pruner.exact_plan and steps_in_epoch != self._epoch_batches[epoch]:
+            raise RuntimeError(
+                f"Epoch {epoch} has {steps_in_epoch} batches but {self._epoch_batches[epoch]} were planned."
+            )
+        if not self.pruner.exact_plan:
+            self._retarget_horizon(self._planning_dataloader)
+        record = self.pruner.report.epochs[epoch]
+        self._log_pruning(
+            {
+                "pruning/kept": record.kept,
+                "pruning/forwarded_so_far": self.pruner.report.forwarded_total,
+                "pruning/saved_fraction_so_far": self._saved_fraction(),
+                **({"pruning/mean_score": record.mean_score} if record.mean_score is not None else {}),
+                **({"pruning/unscored_so_far": unscored} if (unscored := self._unscored()) else {}),
+            }
+        )
+        result = super()._run_epoch(
+            model, epoch, train_dataloader, steps_in_epoch, num_update_steps_per_epoch, *args, **kwargs
+        )
+        self._flush_scores()  # the next epoch's selection needs this epoch's scores
+        self._check_finite(f"at the end of epoch {epoch}")
+        return result
+
+    def _log_pruning(self, logs: dict[str, Any]) -> None:
+        """Through the Trainer's own `log` (so `report_to` integrations get it), unless logging is off."""
+        if self.args.logging_strategy != "no":
+            self.log(logs)
+
+    def _unscored(self) -> int:
+        """Examples forwarded so far that had nothing to score (no labelled position)."""
+        assert self.pruner is not None
+        return sum(r.unscored_rows for r in self.pruner.report.epochs.values())
+
+    def _saved_fraction(self) -> float:
+        assert self.pruner is not None
+        done = [r for r in self.pruner.report.epochs.values() if r.forwarded]
+        full = self.pruner.num_examples * len(done)
+        return 1.0 - sum(r.forwarded for r in done) / full if full else 0.0
+
+    def _retarget_horizon(self, dataloader) -> None:
+        """For a data-dependent plan (infobatch), once the epoch's real size is known, re-plan the steps
+        and move `max_steps` and the LR schedule's horizon there (always: after a resume the scheduler
+        is rebuilt with the initial estimate)."""
+        self._plan_steps(dataloader)
+        total = sum(self._epoch_updates)
+        self.state.max_steps = total
+        scheduler = self.lr_scheduler
+        lambdas = getattr(scheduler, "lr_lambdas", None)
+        retargeted = False
+        for i, fn in enumerate(lambdas or []):
+            if isinstance(fn, functools.partial) and "num_training_steps" in fn.keywords:
+                lambdas[i] = functools.partial(fn.func, *fn.args, **{**fn.keywords, "num_training_steps": total})
+                retargeted = True
+        if not retargeted:
+            logger.warning("Could not move the LR scheduler's horizon to the re-estimated %d steps.", total)

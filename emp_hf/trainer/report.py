@@ -1,0 +1,118 @@
+"""What a run reports: `pruning_report.json` at the end of training, its metrics, and the model card's "Data pruning"
+section."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from ..core import PruningConfig
+from ..core.report import save_json
+from ..core.state_file import (
+    newest_complete,
+)
+from .checkpoints import TrainingInterrupted, checkpoint_pruning_state
+
+logger = logging.getLogger("emp_hf")
+
+
+REPORT_FILE = "pruning_report.json"
+
+
+class Reporting:
+    """PruningMixin's end of training and model card."""
+
+    def _finalize_training(self, trial, num_train_samples, start_time):
+        if self._interrupted_by is not None or (self.state.global_step < self.state.max_steps
+                                                and getattr(self.args, "enable_jit_checkpoint", False)
+                                                and self.control.should_training_stop):
+            found = newest_complete(self.args.output_dir, "checkpoint-", checkpoint_pruning_state)
+            raise TrainingInterrupted(
+                f"Training was interrupted ({self._interrupted_by or 'stopped early'}) at step "
+                f"{self.state.global_step} of {self.state.max_steps}: nothing was written as if the run had "
+                f"finished. {'Its state is in ' + str(found[0]) if found else 'No complete checkpoint holds it'}: "
+                "resume with resume_from_checkpoint=True (the scripts' --resume_from_checkpoint latest)."
+            )
+        self._check_finite("at the end of training")
+        if self._scores is not None and len(self._scores):  # every epoch ends with a flush (`_run_epoch`)
+            raise RuntimeError("PruningTrainer: scores were left unflushed at the end of training.")
+        if self.pruner is not None and self.pruner.epoch is not None:
+            self.pruner.close_epoch(self.pruner.epoch)  # the last epoch's divergence check
+        output = super()._finalize_training(trial, num_train_samples, start_time)
+        if self.pruner is None:
+            return output
+        wall = time.time() - (self._train_start or start_time)
+        forwarded = self.pruner.report.forwarded_total
+        report = self.pruning_report(train_wall_time_s=wall,
+                                     train_samples_per_second=forwarded / wall if wall > 0 else None)
+        if self.args.should_save:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            save_json(report, os.path.join(self.args.output_dir, REPORT_FILE))
+        facts = {
+            "pruning_forwarded_examples": report["forwarded_examples"],
+            "pruning_full_data_examples": report["full_data_examples"],
+            "pruning_saved_fraction": report["saved_fraction"],
+        }
+        output.metrics.update(facts)
+        self._log_pruning(facts)
+        return output
+
+    def pruning_report(self, **extra: Any) -> dict[str, Any]:
+        """The report of the current (or last) run, as written to `pruning_report.json`."""
+        if self.pruner is None:
+            raise RuntimeError("No training has run yet, so there is no pruning report.")
+        return self.pruner.summary(
+            world_size=self.args.world_size,
+            gradient_accumulation_steps=self.args.gradient_accumulation_steps,
+            optimizer_steps=self.state.global_step,
+            planned_optimizer_steps=sum(self._epoch_updates),
+            **extra,
+        )
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        super().create_model_card(*args, **kwargs)
+        if not self.is_world_process_zero():
+            return
+        path = os.path.join(self.args.output_dir, "README.md")
+        report_path = os.path.join(self.args.output_dir, REPORT_FILE)
+        if not os.path.isfile(path):
+            return
+        evals = [h for h in self.state.log_history if any(k.startswith("eval_") for k in h)]
+        timing = ("_runtime", "_per_second")
+        final = {k: v for k, v in (evals[-1] if evals else {}).items()
+                 if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(timing)}
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\n" + model_card_section(self.pruning_args, report_path, final))
+
+
+def model_card_section(config: PruningConfig, report_path: str, final_metrics: dict[str, float] | None = None) -> str:
+    """The model card's "Data pruning" section: the settings, what was measured, and the final evaluation."""
+    import json
+
+    from .. import __version__
+
+    lines = [
+        "## Data pruning",
+        "",
+        f"Trained with emp-hf {__version__} dynamic data pruning: method `{config.method}`, prune ratio "
+        f"{config.effective_prune}. Each epoch trained on a subset chosen from per-example scores recorded during training.",
+        "",
+        "| setting | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in config.to_dict().items() if v is not None]
+    if os.path.isfile(report_path):
+        report = json.loads(open(report_path, encoding="utf-8").read())
+        lines += [
+            "",
+            f"Measured: {report['forwarded_examples']:,} examples forwarded of {report['full_data_examples']:,} "
+            f"for full-data training over {report['epochs_run']} epochs "
+            f"(saved fraction {report['saved_fraction']:.3f}); training wall time "
+            f"{report.get('train_wall_time_s', float('nan')):.1f} s. Details: `{REPORT_FILE}`.",
+        ]
+    if final_metrics:
+        lines += ["", "Final evaluation of this pruned run:", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k.removeprefix('eval_')} | {v:.4f} |" for k, v in final_metrics.items()]
+    return "\n".join(lines) + "\n"
