@@ -38,10 +38,26 @@ TRAINER_HOOKS: dict[str, tuple[str, ...]] = {
     # the per-example scores are taken around the Trainer's own training step
     "training_step": ("model", "inputs", "num_items_in_batch"),
 }
+#: `Trainer.set_initial_training_values` returns these, in this order; PruningMixin reads some and replaces the
+#: rest (`initial_training_values` checks the count at run time: a reordering would misread silently).
+INITIAL_TRAINING_VALUES = ("num_train_epochs", "num_update_steps_per_epoch", "num_examples", "num_train_samples",
+                           "total_train_batch_size", "steps_in_epoch", "max_steps")
+#: The keyword of transformers' LR-schedule lambdas (`functools.partial(..., num_training_steps=...)`) that
+#: InfoBatch's data-dependent plan rewrites once an epoch's real size is known (a warning says when none is found).
+LR_LAMBDA_HORIZON = "num_training_steps"
+#: `Trainer._get_dataloader` reads the collator from `self.data_collator`: PruningMixin hands it the indexing
+#: collator for that one call (and restores the user's after it).
+DATALOADER_COLLATOR_ATTRIBUTE = "data_collator"
+#: TRL's SFTTrainer, with the fused LM head whose per-token outputs the 'fused_causal_lm' scorer reads.
+MIN_TRL = Version("1.16.0")
+MAX_TRL_EXCLUSIVE = Version("2.0.0")
+TRL_FUSED_OUTPUTS = ("log_probs", "label_mask", "entropy")
+
 #: Trainer instance attributes read: the train batch size, the label keys, and whether the Trainer's label smoother
 #: computes the loss (the model then sees no labels); checked on each new trainer. `compute_loss` is wrapped on
 #: the instance (the loss it returns is the scores' reference where the model returns none).
-TRAINER_ATTRIBUTES = ("_train_batch_size", "label_names", "label_smoother", "compute_loss")
+TRAINER_ATTRIBUTES = ("_train_batch_size", "label_names", "label_smoother", "compute_loss",
+                      DATALOADER_COLLATOR_ATTRIBUTE)
 
 
 def check_trainer_attributes(trainer: object) -> None:
@@ -49,6 +65,23 @@ def check_trainer_attributes(trainer: object) -> None:
     if missing:
         raise ImportError(f"transformers {transformers.__version__}: Trainer instances lack {missing}; emp-hf "
                           f"needs them. {_report()}")
+
+
+def initial_training_values(values: tuple) -> dict[str, object]:
+    """`Trainer.set_initial_training_values`' result by name, refused if transformers changed its shape."""
+    if not isinstance(values, tuple) or len(values) != len(INITIAL_TRAINING_VALUES):
+        raise ImportError(f"transformers {transformers.__version__}: Trainer.set_initial_training_values returned "
+                          f"{type(values).__name__} of {len(values) if isinstance(values, tuple) else '?'} values, not "
+                          f"the {len(INITIAL_TRAINING_VALUES)} {INITIAL_TRAINING_VALUES}. {_report()}")
+    return dict(zip(INITIAL_TRAINING_VALUES, values, strict=True))
+
+
+def check_trl(version: str) -> None:
+    """The TRL range PruningSFTTrainer is tested with (its fused LM head's outputs are read by name)."""
+    if not MIN_TRL <= Version(version) < MAX_TRL_EXCLUSIVE:
+        raise ImportError(f"emp-hf's PruningSFTTrainer supports trl >={MIN_TRL},<{MAX_TRL_EXCLUSIVE} (its fused LM "
+                          f"head's outputs {TRL_FUSED_OUTPUTS}); trl {version} is installed. Install a supported "
+                          f"version: pip install 'trl>={MIN_TRL},<{MAX_TRL_EXCLUSIVE}'.")
 
 
 def check_transformers(version: str = transformers.__version__) -> None:

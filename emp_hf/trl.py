@@ -9,11 +9,15 @@ examples into one row and are refused at the first step (no per-example score ex
 from __future__ import annotations
 
 try:
+    import trl
     from trl import SFTTrainer
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("PruningSFTTrainer needs TRL: pip install 'emp-hf[trl]'.") from error
 
+from ._compat import check_trl
 from .trainer import PruningMixin
+
+check_trl(trl.__version__)
 
 
 class PruningSFTTrainer(PruningMixin, SFTTrainer):

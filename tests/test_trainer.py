@@ -448,3 +448,19 @@ def test_evaluation_during_training_leaves_the_training_rng_untouched(tmp_path):
         return trainer.model.classifier.weight.detach().clone()
 
     assert not torch.equal(plain(tmp_path / "p1"), plain(tmp_path / "p2", eval_strategy="epoch"))
+
+
+def test_a_second_get_train_dataloader_call_keeps_the_pruning_state(tmp_path):
+    trainer = make(tmp_path, n=12, pruning=PruningArguments(method="emp", prune=0.5))
+    trainer.get_train_dataloader()
+    pruner = trainer.pruner
+    pruner.set_epoch(0)
+    pruner.update(torch.arange(12), torch.arange(12.0), torch.zeros(12))
+    pruner.set_epoch(1)
+    chosen = pruner.selection.indices.clone()
+    trainer.get_train_dataloader()  # e.g. a callback asking for the loader again
+    assert trainer.pruner is pruner and torch.equal(trainer.pruner.selection.indices, chosen)
+    assert trainer.pruner.store.num_seen == 12
+    trainer.pruning_args = PruningArguments(method="emp", prune=0.7)  # another plan: a new state
+    trainer.get_train_dataloader()
+    assert trainer.pruner is not pruner and trainer.pruner.store.num_seen == 0

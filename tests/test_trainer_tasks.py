@@ -423,3 +423,14 @@ def test_unsupported_transformers_versions_are_refused_by_name():
     for version in ("5.2.0", "6.0.0", "4.57.1"):
         with pytest.raises(ImportError, match=rf"supports transformers >=5.3.0,<6.0.0.*transformers {version} is"):
             check_transformers(version)
+
+
+def test_the_private_couplings_are_checked_by_name():
+    from emp_hf._compat import check_trl, initial_training_values
+
+    assert initial_training_values((3, 4, 100, 300, 8, 13, 40))["num_examples"] == 100
+    with pytest.raises(ImportError, match="returned tuple of 6 values, not the 7"):
+        initial_training_values((3, 4, 100, 300, 8, 13))
+    check_trl("1.16.0")
+    with pytest.raises(ImportError, match=r"supports trl >=1.16.0,<2.0.0 .* trl 2.1.0 is installed"):
+        check_trl("2.1.0")

@@ -3,6 +3,7 @@
 from .tasks import (
     TASKS,
     GlueTask,
+    _read_split,  # noqa: F401 - the file readers' entry point, used by tests
     compute_glue_metrics,
     get_task,
     glue_metric_values,
@@ -12,7 +13,6 @@ from .tasks import (
     main_metric,
     validate_rows,
 )
-from .tasks import _read_split  # noqa: F401 - the file readers' entry point, used by tests
 
 __all__ = [
     "TASKS", "GlueTask", "compute_glue_metrics", "get_task", "glue_metric_values", "load_files", "load_local",

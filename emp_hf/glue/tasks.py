@@ -8,8 +8,8 @@ the original GLUE TSV folders (`<data_dir>/CoLA/train.tsv`, `dev.tsv`, ...).
 from __future__ import annotations
 
 import csv
-import io
 import functools
+import io
 import json
 import math
 from dataclasses import dataclass

@@ -99,6 +99,7 @@ class Checkpointing:
         elif isinstance(resume_from_checkpoint, (str, os.PathLike)):
             checkpoint_pruning_state(resume_from_checkpoint)  # complete and undamaged, before anything is loaded
         self._interrupted_by = None
+        self.pruner = None  # each training run starts a pruning state (a resume then loads its checkpoint's)
         with self._watch_sigterm():
             return super().train(resume_from_checkpoint, *args, **kwargs)
 

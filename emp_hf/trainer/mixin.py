@@ -159,10 +159,6 @@ class PruningMixin(ScoringSteps, StepPlanning, Checkpointing, Reporting):
         self._check_train_dataset(self.train_dataset)
         dataset = self.train_dataset
         self._check_collator_takes(dataset)
-        self.pruner = self._build_pruner(dataset)
-        self._scores = ScoreBuffer(self.pruner, capacity=-(-len(dataset) // max(1, self.args.world_size)) + 64)
-        self._hook_model()
-        self._train_start = None
         try:
             import datasets
 
@@ -174,7 +170,17 @@ class PruningMixin(ScoringSteps, StepPlanning, Checkpointing, Reporting):
             inner = self.data_collator
         else:
             inner = self._get_collator_with_removed_columns(self.data_collator, description="training")
-        self.pruner.data_fingerprint = self._data_fingerprint(dataset)
+        fingerprint = self._data_fingerprint(dataset)
+        pruner = self._build_pruner(dataset)
+        pruner.data_fingerprint = fingerprint
+        if self.pruner is None or self.pruner.plan_settings() != pruner.plan_settings() \
+                or self.pruner.data_fingerprint != fingerprint:
+            # A new plan or new data: a new pruning state. The same again (a second call, e.g. by a callback or an
+            # evaluation helper) keeps the scores and selections recorded so far.
+            self.pruner = pruner
+            self._scores = ScoreBuffer(pruner, capacity=-(-len(dataset) // max(1, self.args.world_size)) + 64)
+            self._train_start = None
+        self._hook_model()
         self._pruning_sampler = PlannedSampler(self.pruner)
         # `_get_dataloader` reads `self.data_collator`: hand it the indexing collator for this one call.
         user_collator, self.data_collator = self.data_collator, IndexingCollator(inner)

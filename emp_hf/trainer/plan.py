@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any
 
+from .. import _compat
 from .checkpoints import STATE_FILE, checkpoint_pruning_state
 
 logger = logging.getLogger("emp_hf")
@@ -19,9 +20,9 @@ class StepPlanning:
     """PruningMixin's per-epoch step plan, and the per-epoch pruning log."""
 
     def set_initial_training_values(self, args, dataloader):
-        (num_train_epochs, _, num_examples, _, total_train_batch_size, _, _) = super().set_initial_training_values(
-            args, dataloader
-        )
+        values = _compat.initial_training_values(super().set_initial_training_values(args, dataloader))
+        num_train_epochs, num_examples = values["num_train_epochs"], values["num_examples"]
+        total_train_batch_size = values["total_train_batch_size"]
         assert self.pruner is not None and self._pruning_sampler is not None
         self._planning_dataloader = dataloader  # the prepared loader, before any skip-wrapping on resume
         self._plan_steps(dataloader)
@@ -160,8 +161,8 @@ class StepPlanning:
         lambdas = getattr(scheduler, "lr_lambdas", None)
         retargeted = False
         for i, fn in enumerate(lambdas or []):
-            if isinstance(fn, functools.partial) and "num_training_steps" in fn.keywords:
-                lambdas[i] = functools.partial(fn.func, *fn.args, **{**fn.keywords, "num_training_steps": total})
+            if isinstance(fn, functools.partial) and _compat.LR_LAMBDA_HORIZON in fn.keywords:
+                lambdas[i] = functools.partial(fn.func, *fn.args, **{**fn.keywords, _compat.LR_LAMBDA_HORIZON: total})
                 retargeted = True
         if not retargeted:
             logger.warning("Could not move the LR scheduler's horizon to the re-estimated %d steps.", total)

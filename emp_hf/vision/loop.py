@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from ..core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer, classification_scores, save_json
 from ..core.fingerprint import tensors_fingerprint
-from ..core.run_lock import RunLock
 from ..core.policies import seeded_generator
+from ..core.run_lock import RunLock
 from ..core.state_file import DamagedStateError, load_state_file, newest_complete, require, save_state_file
 from .augment import normalise, random_crop_flip
 from .data import AUGMENTATION, DATASETS, apply_variants, load_image_data

@@ -26,10 +26,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer, save_json
-from ..core.fingerprint import tensors_fingerprint
-from ..core.run_lock import RunLock
 from ..core.contrastive import SSL_SCORES, nt_xent_terms, view_distance
+from ..core.fingerprint import tensors_fingerprint
 from ..core.policies import seeded_generator
+from ..core.run_lock import RunLock
 from .augment import draw_view_params, normalise, random_crop_flip, simclr_view
 from .data import AUGMENTATION, DATASETS, ImageData, apply_variants, load_image_data
 from .loop import _steps_per_epoch, batch_of, resume_run, save_checkpoint
