@@ -95,3 +95,16 @@ def test_current_plan_replaces_estimates_with_real_sizes():
     fixed.set_epoch(0)
     fixed.set_epoch(1)
     assert fixed.current_plan() == fixed.plan()
+
+
+def test_the_epoch_plan_counts_steps_and_finds_a_resumed_runs_place():
+    from emp_hf.core.epoch_plan import EpochPlan, sharded_batches
+
+    plan = EpochPlan.of([30, 9, 9, 30], lambda size: -(-size // 4), accumulation=3)
+    assert plan.batches == [8, 3, 3, 8] and plan.steps_per_epoch == [3, 1, 1, 3] and plan.total == 8
+    assert plan.start_of(2) == 4 and plan.locate(0) == (0, 0) and plan.locate(4) == (2, 0) and plan.locate(5) == (3, 0)
+    assert plan.locate(6) == (3, 1) and plan.locate(8) == (4, 0)
+    plan.update([30, 5, 9, 30], lambda size: -(-size // 4))  # a data-dependent epoch's real size, in place
+    assert plan.batches == [8, 2, 3, 8] and plan.total == 8
+    assert sharded_batches(33, 2, 8) == 2  # 17 per rank: 8 + 9, the last single example joins its batch
+    assert sharded_batches(36, 2, 8) == 3 and sharded_batches(1, 1, 8) == 1

@@ -245,7 +245,7 @@ def test_infobatch_resume_uses_the_real_step_counts(tmp_path):
     assert full.state.global_step == full.state.max_steps and full.lr_scheduler.get_last_lr()[0] == 0.0
     # real steps per epoch [10, 7, 5, 4, 10], estimated [10, 7, 7, 7, 10]: checkpoint-27 lies in epoch 4
     # in reality but in epoch 3 by the estimate
-    assert full._epoch_updates == [10, 7, 5, 4, 10]
+    assert full._epoch_plan.steps_per_epoch == [10, 7, 5, 4, 10]
     for step in (18, 27):
         resumed = make(tmp_path / f"b{step}", pruning=pruning, **settings)
         resumed.train(resume_from_checkpoint=str(tmp_path / "a" / f"checkpoint-{step}"))

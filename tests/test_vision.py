@@ -11,10 +11,11 @@ import torch
 from launch import launch_two
 
 from emp_hf import PruningConfig
+from emp_hf.core.epoch_plan import EpochPlan
 from emp_hf.vision import ImageData, VisionArguments, apply_variants, build_model, load_image_data, train
 from emp_hf.vision.augment import random_crop_flip
 from emp_hf.vision.data import IMBALANCE_KEEP
-from emp_hf.vision.optim import StepPlan, build_optimizer, build_schedule
+from emp_hf.vision.optim import build_optimizer, build_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +88,7 @@ def test_two_processes_select_the_same_subset(tmp_path, method):
 
 
 def test_schedule_horizon_is_the_pruned_plan():
-    plan = StepPlan([10, 3, 3, 10])
+    plan = EpochPlan([10, 3, 3, 10], [10, 3, 3, 10])
     model = torch.nn.Linear(2, 2)
     opt = build_optimizer("lars", model.parameters(), lr=5.2, momentum=0.9, weight_decay=5e-4)
     sched = build_schedule("onecycle", opt, plan, epochs=4)
@@ -99,7 +100,7 @@ def test_schedule_horizon_is_the_pruned_plan():
     assert max(lrs) == pytest.approx(5.2, rel=1e-3)
     assert sched.get_last_lr()[0] == pytest.approx(5.2 / 25 / 1e4)  # OneCycle's end, at the pruned total
     opt = build_optimizer("sgd", model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    sched = build_schedule("step", opt, StepPlan([5] * 10), epochs=10)  # decay at epochs 3, 6, 8
+    sched = build_schedule("step", opt, EpochPlan([5] * 10, [5] * 10), epochs=10)  # decay at epochs 3, 6, 8
     lrs = []
     for _ in range(50):
         lrs.append(sched.get_last_lr()[0])
@@ -315,12 +316,13 @@ def test_vision_sweep_variants_name_runs_and_rows(tmp_path):
 def test_a_last_batch_of_one_example_joins_the_one_before():
     """BatchNorm cannot train on one example, and InfoBatch's epoch sizes leave one at random: no batch of one,
     no example dropped, at any share."""
-    from emp_hf.vision.loop import batch_of, batches_in
+    from emp_hf.core.epoch_plan import sharded_batches
+    from emp_hf.vision.loop import batch_of
 
     for batch_size in (1, 2, 5):
         for share in range(0, 23):
             order = torch.arange(share)
-            steps = batches_in(share, batch_size)
+            steps = sharded_batches(share, 1, batch_size)
             batches = [batch_of(order, b, steps, batch_size) for b in range(steps)]
             assert torch.equal(torch.cat(batches) if batches else order, order), (share, batch_size)
             assert all(len(x) >= min(2, share, batch_size) for x in batches), (share, batch_size)

@@ -30,6 +30,7 @@ from .scoring import _Step
 logger = logging.getLogger("emp_hf")
 
 
+from ..core.epoch_plan import EpochPlan
 from .checkpoints import Checkpointing
 from .data import IndexedDataset, IndexingCollator, PlannedSampler, label_column
 from .plan import StepPlanning
@@ -70,8 +71,7 @@ class PruningMixin(ScoringSteps, StepPlanning, Checkpointing, Reporting):
         logger.setLevel(self.args.get_process_log_level())  # follow the Trainer's verbosity (log_level)
         self.pruner: DataPruner | None = None
         self._pruning_sampler: PlannedSampler | None = None
-        self._epoch_batches: list[int] = []
-        self._epoch_updates: list[int] = []
+        self._epoch_plan = EpochPlan([], [])  # the run's step plan (`plan.py`)
         self._planning_dataloader = None
         self._train_start: float | None = None
         self._scorer: Scorer | None = self._user_scorer

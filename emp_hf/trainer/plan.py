@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from .. import _compat
+from ..core.epoch_plan import EpochPlan
 from .checkpoints import STATE_FILE, checkpoint_pruning_state
 
 logger = logging.getLogger("emp_hf")
@@ -26,7 +27,7 @@ class StepPlanning:
         assert self.pruner is not None and self._pruning_sampler is not None
         self._planning_dataloader = dataloader  # the prepared loader, before any skip-wrapping on resume
         self._plan_steps(dataloader)
-        max_steps = sum(self._epoch_updates)
+        max_steps = self._epoch_plan.total
         plan = self.pruner.plan()
         planned_examples = sum(plan)
         full = num_examples * num_train_epochs
@@ -39,12 +40,12 @@ class StepPlanning:
         )
         self._warn_if_little_is_pruned(plan, num_examples, saved)
         return (
-            len(self._epoch_updates),  # the plan's epochs: fewer than num_train_epochs for a budget run
-            self._epoch_updates[0],
+            len(self._epoch_plan.examples),  # the plan's epochs: fewer than num_train_epochs for a budget run
+            self._epoch_plan.steps_per_epoch[0],
             num_examples,
             planned_examples,
             total_train_batch_size,
-            self._epoch_batches[0],
+            self._epoch_plan.batches[0],
             max_steps,
         )
 
@@ -64,15 +65,15 @@ class StepPlanning:
         )
 
     def _plan_steps(self, dataloader) -> None:
-        """Batches and optimizer steps of every epoch, asked of the prepared dataloader (its drop_last,
-        sharding and even_batches rules) for each planned epoch size."""
+        """The run's `EpochPlan`: each planned epoch's batches asked of the prepared dataloader (its drop_last,
+        sharding and even_batches rules) under that epoch's size, in optimizer steps."""
         assert self.pruner is not None and self._pruning_sampler is not None
-        self._epoch_batches = []
-        for size in self.pruner.current_plan():
+
+        def batches_of(size: int) -> int:
             with self._pruning_sampler.assume_size(size):
-                self._epoch_batches.append(len(dataloader))
-        ga = self.args.gradient_accumulation_steps
-        self._epoch_updates = [math.ceil(b / ga) for b in self._epoch_batches]
+                return len(dataloader)
+
+        self._epoch_plan = EpochPlan.of(self.pruner.current_plan(), batches_of, self.args.gradient_accumulation_steps)
 
     def _init_training_state(
         self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
@@ -93,13 +94,9 @@ class StepPlanning:
         self.pruner.load_state_dict(state, source=state_path)
         # The restored state knows the real sizes of the epochs already run (infobatch's differ from the plan).
         self._plan_steps(self._planning_dataloader)
-        self.state.max_steps = sum(self._epoch_updates)
+        self.state.max_steps = self._epoch_plan.total
         # Locate the epoch from the per-epoch step counts (the parent assumes equal epochs).
-        done = self.state.global_step
-        epochs_trained = 0
-        while epochs_trained < len(self._epoch_updates) and done >= self._epoch_updates[epochs_trained]:
-            done -= self._epoch_updates[epochs_trained]
-            epochs_trained += 1
+        epochs_trained, done = self._epoch_plan.locate(self.state.global_step)
         steps_in_epoch_done = 0 if self.args.ignore_data_skip else done * self.args.gradient_accumulation_steps
         return epochs_trained, steps_in_epoch_done
 
@@ -111,9 +108,9 @@ class StepPlanning:
         self.pruner.prepare_loss_weights(self.args.device)  # here, once, not inside a training step
         steps_in_epoch = len(train_dataloader)
         num_update_steps_per_epoch = math.ceil(steps_in_epoch / self.args.gradient_accumulation_steps)
-        if self.pruner.exact_plan and steps_in_epoch != self._epoch_batches[epoch]:
+        if self.pruner.exact_plan and steps_in_epoch != self._epoch_plan.batches[epoch]:
             raise RuntimeError(
-                f"Epoch {epoch} has {steps_in_epoch} batches but {self._epoch_batches[epoch]} were planned."
+                f"Epoch {epoch} has {steps_in_epoch} batches but {self._epoch_plan.batches[epoch]} were planned."
             )
         if not self.pruner.exact_plan:
             self._retarget_horizon(self._planning_dataloader)
@@ -155,7 +152,7 @@ class StepPlanning:
         and move `max_steps` and the LR schedule's horizon there (always: after a resume the scheduler
         is rebuilt with the initial estimate)."""
         self._plan_steps(dataloader)
-        total = sum(self._epoch_updates)
+        total = self._epoch_plan.total
         self.state.max_steps = total
         scheduler = self.lr_scheduler
         lambdas = getattr(scheduler, "lr_lambdas", None)

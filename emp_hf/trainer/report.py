@@ -67,7 +67,7 @@ class Reporting:
             world_size=self.args.world_size,
             gradient_accumulation_steps=self.args.gradient_accumulation_steps,
             optimizer_steps=self.state.global_step,
-            planned_optimizer_steps=sum(self._epoch_updates),
+            planned_optimizer_steps=self._epoch_plan.total,
             **extra,
         )
 

@@ -23,6 +23,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from ..core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer, classification_scores, save_json
+from ..core.epoch_plan import EpochPlan, sharded_batches
 from ..core.fingerprint import tensors_fingerprint
 from ..core.policies import seeded_generator
 from ..core.run_lock import RunLock
@@ -30,7 +31,7 @@ from ..core.state_file import DamagedStateError, load_state_file, newest_complet
 from .augment import normalise, random_crop_flip
 from .data import AUGMENTATION, DATASETS, apply_variants, load_image_data
 from .models import MODELS, build_model
-from .optim import OPTIMIZERS, SCHEDULES, StepPlan, build_optimizer, build_schedule
+from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
 
 _AUGMENT_STREAM = 0xA06
 
@@ -109,26 +110,14 @@ class VisionArguments:
                                  "pruning_report.json (per_epoch[i].forwarded).")
 
 
-def _steps_per_epoch(pruner: DataPruner, world: int, batch_size: int) -> list[int]:
-    """Steps of each epoch: a rank's padded share of the epoch, in batches (from the current plan; a budget run's
-    last epoch is cut in the plan)."""
-    return _steps_of(pruner.current_plan(), world, batch_size)
-
-
-def _steps_of(sizes: list[int], world: int, batch_size: int) -> list[int]:
-    return [batches_in(math.ceil(size / world), batch_size) for size in sizes]
-
-
-def batches_in(share: int, batch_size: int) -> int:
-    """Batches of `share` examples: a last batch of one example joins the one before it. BatchNorm cannot train
-    on one example, and InfoBatch's data-dependent epoch sizes would leave one at random (about one pruning
-    epoch in `batch_size`), stopping a long run with a BatchNorm error; no example is dropped."""
-    steps = math.ceil(share / batch_size)
-    return steps - 1 if steps > 1 and share % batch_size == 1 else steps
+def plan_of(pruner: DataPruner, world: int, batch_size: int) -> EpochPlan:
+    """The run's step plan: each epoch of the pruner's current plan (a budget run's last epoch cut there) in a
+    rank's batches (`sharded_batches`)."""
+    return EpochPlan.of(pruner.current_plan(), lambda size: sharded_batches(size, world, batch_size))
 
 
 def batch_of(order: torch.Tensor, b: int, steps: int, batch_size: int) -> torch.Tensor:
-    """Batch `b` of the `steps` of an epoch's `order` (`batches_in`: the last may take one example more)."""
+    """Batch `b` of the `steps` of an epoch's `order` (`sharded_batches`: the last may take one example more)."""
     end = (b + 1) * batch_size
     if b == steps - 1 and order.numel() - end == 1:
         end += 1
@@ -221,13 +210,14 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     pruner.data_fingerprint = tensors_fingerprint({"images": data.train_images, "labels": data.train_labels})
     scores = ScoreBuffer(pruner, capacity=-(-n // world) + vargs.batch_size, scored=True)  # the loss needs them
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
-    plan = StepPlan(_steps_per_epoch(pruner, world, vargs.batch_size))
+    plan = plan_of(pruner, world, vargs.batch_size)
     optimizer = build_optimizer(vargs.optimizer, model.parameters(), vargs.lr, vargs.momentum, vargs.weight_decay)
     # A budget run given the matched run's epochs takes that run's LR at every step (same step counts up to
     # each epoch's batch rounding: past the end the schedule holds its final LR).
     schedule_plan, schedule_epochs = plan, epochs
     if vargs.budget_schedule_examples is not None:
-        schedule_plan = StepPlan(_steps_of(vargs.budget_schedule_examples, world, vargs.batch_size))
+        schedule_plan = EpochPlan.of(list(vargs.budget_schedule_examples),
+                                     lambda size: sharded_batches(size, world, vargs.batch_size))
         schedule_epochs = vargs.epochs
     scheduler = build_schedule(vargs.schedule, optimizer, schedule_plan, schedule_epochs)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -243,7 +233,7 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         sampler.set_epoch(epoch)
         order = sampler.indices().to(device)
         # In place: the schedule reads this plan. Changes only for data-dependent plans (infobatch).
-        plan.steps_per_epoch[:] = _steps_per_epoch(pruner, world, vargs.batch_size)
+        plan.update(pruner.current_plan(), lambda size: sharded_batches(size, world, vargs.batch_size))
         steps = plan.steps_per_epoch[epoch]
         augment_gen = seeded_generator(vargs.seed, epoch, rank, _AUGMENT_STREAM)
         if device.type != "cpu":

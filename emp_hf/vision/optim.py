@@ -1,7 +1,7 @@
 """The papers' optimisers and LR schedules, with the horizon set by the pruned plan.
 
-Schedules are functions of the optimizer step and a `StepPlan` (the planned
-steps of every epoch), so step decay happens at the right epoch boundaries
+Schedules are functions of the optimizer step and the core's `EpochPlan` (the
+planned steps of every epoch), so step decay happens at the right epoch boundaries
 even when epochs differ in length, and OneCycle ends at its final LR after
 exactly the pruned run's steps. (InfoBatch's own example sizes OneCycle to the
 full-data step count and crashes when the pruned run steps past it the other way.)
@@ -11,23 +11,12 @@ A plan that is only an estimate (infobatch) is updated as real sizes arrive.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-
-@dataclass
-class StepPlan:
-    steps_per_epoch: list[int]
-
-    @property
-    def total(self) -> int:
-        return sum(self.steps_per_epoch)
-
-    def start_of(self, epoch: int) -> int:
-        return sum(self.steps_per_epoch[:epoch])
+from ..core.epoch_plan import EpochPlan
 
 
 class LARS(Optimizer):
@@ -62,7 +51,7 @@ class LARS(Optimizer):
         return loss
 
 
-def one_cycle(plan: StepPlan, pct_start: float = 0.3, div_factor: float = 25.0, final_div: float = 1e4):
+def one_cycle(plan: EpochPlan, pct_start: float = 0.3, div_factor: float = 25.0, final_div: float = 1e4):
     """torch's OneCycleLR shape (cosine up from max/div, cosine down to max/(div*final_div)), as a multiplier."""
 
     def factor(step: int) -> float:
@@ -78,7 +67,7 @@ def one_cycle(plan: StepPlan, pct_start: float = 0.3, div_factor: float = 25.0, 
     return factor
 
 
-def step_decay(plan: StepPlan, milestones: list[int], gamma: float):
+def step_decay(plan: EpochPlan, milestones: list[int], gamma: float):
     """Multiply by `gamma` at the start of each milestone epoch (counted in the plan's steps)."""
 
     def factor(step: int) -> float:
@@ -92,7 +81,7 @@ OPTIMIZERS = ("sgd", "lars", "adam")
 SCHEDULES = ("step", "imagenet_step", "onecycle", "linear", "constant", "exponential")
 
 
-def exponential(plan: StepPlan, gamma: float):
+def exponential(plan: EpochPlan, gamma: float):
     """LR x gamma per epoch, smoothly within each epoch, on the planned steps (SimCLR, EMP B.5): the factor at
     the end of epoch e is gamma^(e+1) whatever the epoch's length, so a pruned run decays as the full one."""
 
@@ -116,7 +105,7 @@ def build_optimizer(name: str, params, lr: float, momentum: float, weight_decay:
     raise ValueError(f"Unknown `optimizer` {name!r}; known optimizers: {', '.join(OPTIMIZERS)}.")
 
 
-def build_schedule(name: str, optimizer: Optimizer, plan: StepPlan, epochs: int, gamma: float = 0.98) -> LambdaLR:
+def build_schedule(name: str, optimizer: Optimizer, plan: EpochPlan, epochs: int, gamma: float = 0.98) -> LambdaLR:
     if name == "onecycle":
         fn = one_cycle(plan)
     elif name == "step":  # dynamic-data-pruning CIFAR: x0.2 at epochs 60/120/160 of 200

@@ -27,14 +27,15 @@ from tqdm.auto import tqdm
 
 from ..core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer, save_json
 from ..core.contrastive import SSL_SCORES, nt_xent_terms, view_distance
+from ..core.epoch_plan import sharded_batches
 from ..core.fingerprint import tensors_fingerprint
 from ..core.policies import seeded_generator
 from ..core.run_lock import RunLock
 from .augment import draw_view_params, normalise, random_crop_flip, simclr_view
 from .data import AUGMENTATION, DATASETS, ImageData, apply_variants, load_image_data
-from .loop import _steps_per_epoch, batch_of, resume_run, save_checkpoint
+from .loop import batch_of, plan_of, resume_run, save_checkpoint
 from .models import build_model
-from .optim import StepPlan, build_schedule
+from .optim import build_schedule
 
 _VIEW_STREAM = 0x551
 _EVAL_STREAM = 0xE7A1
@@ -149,7 +150,7 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
     pruner.data_fingerprint = tensors_fingerprint({"images": data.train_images, "labels": data.train_labels})
     scores = ScoreBuffer(pruner, capacity=-(-n // world) + args.batch_size, scored=True)  # the loss needs them
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
-    plan = StepPlan(_steps_per_epoch(pruner, world, args.batch_size))
+    plan = plan_of(pruner, world, args.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = build_schedule("exponential", optimizer, plan, args.epochs, gamma=args.lr_gamma)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -163,7 +164,7 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
         epoch_start = time.time()
         sampler.set_epoch(epoch)
         order = sampler.indices().to(device)
-        plan.steps_per_epoch[:] = _steps_per_epoch(pruner, world, args.batch_size)  # infobatch: real sizes
+        plan.update(pruner.current_plan(), lambda size: sharded_batches(size, world, args.batch_size))  # infobatch
         # Both views of every example for this epoch, a function of (seed, epoch, example) only.
         draws = draw_view_params(n, seeded_generator(args.seed, epoch, _VIEW_STREAM)).to(device)
         weighted = pruner.prepare_loss_weights(device)  # False but in infobatch's pruning epochs

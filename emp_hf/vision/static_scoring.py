@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..core.epoch_plan import EpochPlan, sharded_batches
 from ..core.policies import seeded_generator
 from ..core.static import KEEP, STATIC_SCORES, ForgettingCounter, ScoreAccumulator, grand
 from .augment import normalise, random_crop_flip
 from .data import AUGMENTATION, apply_variants, load_image_data
-from .loop import VisionArguments, batch_of, batches_in
+from .loop import VisionArguments, batch_of
 from .models import build_model
-from .optim import StepPlan, build_optimizer, build_schedule
+from .optim import build_optimizer, build_schedule
 
 _SCORING_STREAM = 0x5C0E
 
@@ -67,8 +68,8 @@ def compute_static_scores(sargs: StaticScoreArguments, vargs: VisionArguments, d
                                     vargs.weight_decay)
         # The training recipe of the pruned run (optimizer and schedule), on the scoring run's short horizon:
         # a constant high LR leaves a model whose eval-mode predictions are near chance after a few epochs.
-        steps = batches_in(n, vargs.batch_size)
-        plan = StepPlan([steps] * sargs.score_epochs)
+        plan = EpochPlan.of([n] * sargs.score_epochs, lambda size: sharded_batches(size, 1, vargs.batch_size))
+        steps = plan.steps_per_epoch[0]
         scheduler = build_schedule(vargs.schedule, optimizer, plan, sargs.score_epochs)
         forgetting = ForgettingCounter(n)
         augment_gen = torch.Generator(device).manual_seed(int(gen.initial_seed()) % 2**31)
