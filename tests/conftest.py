@@ -14,3 +14,11 @@ def core_sizes(monkeypatch):
     from tiny import set_core_size
 
     return lambda name, value: set_core_size(monkeypatch, name, value)
+
+
+@pytest.fixture
+def trainer_factory(tmp_path):
+    """`make_trainer` bound to the test's folder: `trainer_factory(pruning=..., num_train_epochs=3)`."""
+    from tiny import make_trainer
+
+    return lambda **kwargs: make_trainer(tmp_path, **kwargs)

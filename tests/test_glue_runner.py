@@ -157,6 +157,7 @@ def test_default_output_folder_and_resume_latest(tmp_path, monkeypatch):
                  monkeypatch)
 
 
+@pytest.mark.slow
 def test_a_misspelt_flag_is_one_line_with_the_closest_match():
     import subprocess
 

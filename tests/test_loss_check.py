@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from tiny import (
     assert_scores_equal,
+    make_trainer,
     own_losses,
     ragged_lm_dataset,
     scored_once,
@@ -43,9 +44,9 @@ def ce(outputs, inputs):
 
 def train(tmp_path, *, model=None, data=None, epochs=1, **kwargs):
     counter = StepCounter()
-    args = tiny_args(tmp_path, num_train_epochs=epochs, **kwargs.pop("arg_overrides", {}))
-    trainer = PruningTrainer(model=model or tiny_bert(), args=args, train_dataset=data or tiny_dataset(16),
-                             pruning_args=kwargs.pop("pruning", EMP), callbacks=[counter], **kwargs)
+    trainer = make_trainer(tmp_path, model=model, dataset=data if data is not None else tiny_dataset(16),
+                           pruning=kwargs.pop("pruning", EMP), callbacks=[counter], num_train_epochs=epochs,
+                           trainer_kwargs=kwargs, **kwargs.pop("arg_overrides", {}))
     return trainer, counter
 
 

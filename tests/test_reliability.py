@@ -14,9 +14,9 @@ import pytest
 import torch
 from test_vision import args as vision_args
 from test_vision import synthetic
-from tiny import tiny_args, tiny_bert, tiny_dataset
+from tiny import make_trainer
 
-from emp_hf import PruningArguments, PruningConfig, PruningTrainer
+from emp_hf import PruningArguments, PruningConfig
 from emp_hf.core import DataPruner
 from emp_hf.core.state_file import DamagedStateError, load_state_file, save_state_file, write_manifest
 from emp_hf.glue import TASKS, load_local
@@ -36,10 +36,8 @@ class Payload:
 
 
 def trainer(tmp_path, pruning=EMP, n=24, **overrides):
-    settings = dict(num_train_epochs=4, save_strategy="steps", save_steps=3)
-    settings.update(overrides)
-    return PruningTrainer(model=tiny_bert(), args=tiny_args(tmp_path, **settings), train_dataset=tiny_dataset(n),
-                          pruning_args=pruning)
+    return make_trainer(tmp_path, pruning=pruning, n=n, **{**dict(num_train_epochs=4, save_strategy="steps",
+                                                                   save_steps=3), **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from tiny import (
     tiny_wav2vec2_ctc,
     tiny_whisper,
     tiny_xlnet,
+    word_tokenizer,
 )
 from transformers import Seq2SeqTrainingArguments, default_data_collator
 
@@ -111,17 +112,6 @@ class RecordingCollator:
         batch = self.collator(rows)
         self.batches.append({k: v.clone() for k, v in batch.items()})
         return batch
-
-
-def word_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"[PAD]": 0, "[CLS]": 1, "[SEP]": 2, "[MASK]": 3, **{f"w{i}": i for i in range(4, 40)}}
-    word_level = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[PAD]"))
-    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=word_level, pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
 
 
 def test_masked_lm_with_run_mlm_collator_and_rows_with_nothing_masked(tmp_path):

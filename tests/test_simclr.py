@@ -110,6 +110,7 @@ def test_views_are_seeded_per_example_and_shape_preserving():
     assert torch.allclose(simclr_view(images[:1], identity, gray_p=0.0), images[:1].float() / 255, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_processes_gather_negatives_like_one_process_with_the_combined_batch(tmp_path):
     launch_two(ROOT / "tests" / "simclr_dist.py", tmp_path, "loss", launcher="torchrun")
     g = torch.Generator().manual_seed(0)
@@ -127,6 +128,7 @@ def test_two_processes_gather_negatives_like_one_process_with_the_combined_batch
 
 
 @pytest.mark.parametrize("method", ["emp", "infobatch"])
+@pytest.mark.slow
 def test_two_processes_select_and_learn_the_same(tmp_path, method):
     launch_two(ROOT / "tests" / "simclr_dist.py", tmp_path, method)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
@@ -171,12 +173,15 @@ def test_pretrain_learns_features_a_linear_probe_can_use(tmp_path):
     assert (tmp_path / "t" / "ssl.png").is_file()
 
 
-def test_finetune_evaluation_runs(tmp_path):
-    run = pretrain_and_evaluate(args_for(tmp_path, epochs=2, eval="finetune", eval_epochs=1),
+def test_finetune_evaluation_learns_the_labels(tmp_path):
+    """Fine-tuning the pre-trained encoder with a head for 10 epochs on 192 digits: well above the 10% of chance
+    (measured 43%)."""
+    run = pretrain_and_evaluate(args_for(tmp_path, epochs=2, eval="finetune", eval_epochs=10),
                                 PruningConfig(method="emp", prune=0.5))
-    assert 0.0 <= run.results["evaluation"]["test_acc"] <= 1.0 and run.results["evaluation"]["mode"] == "finetune"
+    assert run.results["evaluation"]["mode"] == "finetune" and run.results["evaluation"]["test_acc"] > 0.25
 
 
+@pytest.mark.slow
 def test_script_runs_the_issue_command_shortened(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(ROOT / "scripts" / "simclr.py"), "--dataset", "digits", "--method", "emp",
@@ -199,6 +204,7 @@ def test_bad_input():
         SimCLRArguments(temperature=0)
 
 
+@pytest.mark.slow
 def test_sweep_is_resumable_and_renders_from_the_runs(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(ROOT / "scripts" / "simclr_sweep.py"), "--name", "tiny", "--runs_dir", str(tmp_path),

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from grads import weighted_reference
-from tiny import tiny_args, tiny_bert, tiny_dataset
+from tiny import make_trainer, tiny_args, tiny_bert, tiny_dataset
 from transformers import Trainer, TrainerCallback, default_data_collator
 
 from emp_hf import PruningArguments, PruningTrainer
@@ -37,14 +37,8 @@ class StepRecorder(TrainerCallback):
 
 
 def make(tmp_path, n=30, pruning=None, callbacks=(), dataset=None, **arg_overrides):
-    return PruningTrainer(
-        model=tiny_bert(),
-        args=tiny_args(tmp_path, **arg_overrides),
-        train_dataset=dataset if dataset is not None else tiny_dataset(n),
-        eval_dataset=tiny_dataset(8, seed=1),
-        pruning_args=pruning,
-        callbacks=list(callbacks),
-    )
+    return make_trainer(tmp_path, n=n, pruning=pruning or PruningArguments(), callbacks=callbacks, dataset=dataset,
+                        eval_dataset=tiny_dataset(8, seed=1), **arg_overrides)
 
 
 # ---------------------------------------------------------------- indices

@@ -54,6 +54,7 @@ def test_each_epoch_trains_its_planned_examples(tmp_path, method):
     assert set(metrics["epochs"][0]) >= {"train_loss", "train_acc", "test_acc", "epoch_time_s"}
 
 
+@pytest.mark.slow
 def test_learns_digits_and_writes_outputs(tmp_path):
     final = train(args(tmp_path, epochs=5, width=8, batch_size=32), PruningConfig(method="emp", prune=0.3)).final
     assert final["test_acc"] > 0.6  # 10 classes: chance is 0.1
@@ -292,6 +293,7 @@ def test_vision_sweep_seeds_budget_match_and_table(tmp_path):
     assert "| 0 | 0.5 | emp − budget_emp [planned: linear to 0] | 2 |" in text
 
 
+@pytest.mark.slow
 def test_vision_sweep_variants_name_runs_and_rows(tmp_path):
     """An ablation is the same job with extra flags; its label names the folder and the table's row."""
     import subprocess

@@ -233,3 +233,32 @@ def set_core_size(monkeypatch, name: str, value: int) -> None:
     assert modules, name
     for module in modules:
         monkeypatch.setattr(module, name, value)
+
+
+def make_trainer(tmp_path, *, model=None, dataset=None, pruning=None, callbacks=(), trainer_cls=None, eval_dataset=None,
+                 n=30, trainer_kwargs=None, **arg_overrides):
+    """The one PruningTrainer factory of the tests: a tiny BERT on `n` tiny rows unless told otherwise, the
+    tests' `tiny_args` with `arg_overrides`, EMP at 0.5 by default."""
+    from emp_hf import PruningArguments, PruningTrainer
+
+    return (trainer_cls or PruningTrainer)(
+        model=model if model is not None else tiny_bert(),
+        args=tiny_args(tmp_path, **arg_overrides),
+        train_dataset=dataset if dataset is not None else tiny_dataset(n),
+        eval_dataset=eval_dataset,
+        pruning_args=pruning if pruning is not None else PruningArguments(method="emp", prune=0.5),
+        callbacks=list(callbacks),
+        **(trainer_kwargs or {}),
+    )
+
+
+def word_tokenizer():
+    """A word-level tokenizer over w4 .. w39 with [PAD], [CLS], [SEP] and [MASK] (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[CLS]": 1, "[SEP]": 2, "[MASK]": 3, **{f"w{i}": i for i in range(4, 40)}}
+    word_level = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[PAD]"))
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=word_level, pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
