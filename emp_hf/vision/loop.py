@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from ..core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer, classification_scores, save_json
 from ..core.epoch_plan import EpochPlan, sharded_batches
@@ -30,6 +29,7 @@ from ..core.run_lock import RunLock
 from ..core.state_file import DamagedStateError, load_state_file, newest_complete, require, save_state_file
 from .augment import normalise, random_crop_flip
 from .data import AUGMENTATION, DATASETS, apply_variants, load_image_data
+from .engine import StepTerms, batch_of, plan_of, pruned_epochs  # noqa: F401 - batch_of, plan_of: re-exported
 from .models import MODELS, build_model
 from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
 
@@ -108,20 +108,6 @@ class VisionArguments:
                 raise ValueError(f"`budget_schedule_examples` must hold one count >= 1 per epoch (--epochs "
                                  f"{self.epochs}); got {counts}. Take them from the matched run's "
                                  "pruning_report.json (per_epoch[i].forwarded).")
-
-
-def plan_of(pruner: DataPruner, world: int, batch_size: int) -> EpochPlan:
-    """The run's step plan: each epoch of the pruner's current plan (a budget run's last epoch cut there) in a
-    rank's batches (`sharded_batches`)."""
-    return EpochPlan.of(pruner.current_plan(), lambda size: sharded_batches(size, world, batch_size))
-
-
-def batch_of(order: torch.Tensor, b: int, steps: int, batch_size: int) -> torch.Tensor:
-    """Batch `b` of the `steps` of an epoch's `order` (`sharded_batches`: the last may take one example more)."""
-    end = (b + 1) * batch_size
-    if b == steps - 1 and order.numel() - end == 1:
-        end += 1
-    return order[b * batch_size : end]
 
 
 #: A static run's scoring cost, carried from the report into metrics.json's `final` (docs/static_scores.md).
@@ -225,50 +211,15 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     history, start_epoch = resume_run(vargs.resume_from_checkpoint, vargs.output_dir, pruner, model, optimizer,
                                       scheduler, accelerator)
 
-    pad, flip = AUGMENTATION.get(data.name, (4, True))
     wall_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
-    bar = tqdm(range(start_epoch, epochs), desc="epochs", disable=not (main and vargs.progress))
-    for epoch in bar:
-        epoch_start = time.time()
-        sampler.set_epoch(epoch)
-        order = sampler.indices().to(device)
-        # In place: the schedule reads this plan. Changes only for data-dependent plans (infobatch).
-        plan.update(pruner.current_plan(), lambda size: sharded_batches(size, world, vargs.batch_size))
-        steps = plan.steps_per_epoch[epoch]
-        augment_gen = seeded_generator(vargs.seed, epoch, rank, _AUGMENT_STREAM)
-        if device.type != "cpu":
-            augment_gen = torch.Generator(device).manual_seed(int(augment_gen.initial_seed()))
-
-        model.train()
-        weighted = pruner.prepare_loss_weights(device)  # False but in infobatch's pruning epochs
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        trained = 0  # this rank's examples this epoch (a budget-cut epoch stops before the end of its order)
-        for b in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not (main and vargs.progress)):
-            idx = batch_of(order, b, steps, vargs.batch_size)
-            trained += idx.numel()
-            images, labels = data.train_images[idx], data.train_labels[idx]
-            if vargs.augment:
-                images = random_crop_flip(images, augment_gen, pad=pad, flip=flip)
-            inputs = normalise(images, mean, std).contiguous(memory_format=layout)
-            with accelerator.autocast():
-                logits = model(inputs)
-            loss_i, entropy_i = classification_scores(logits, labels)
-            weights = pruner.loss_weights(idx) if weighted else 1.0  # on the device
-            loss = (loss_i * weights).mean()
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            scores.add(idx, loss_i, entropy_i)
-            loss_sum += loss_i.detach().sum()
-            correct += (logits.detach().argmax(-1) == labels).sum()
-
-        # ---- the epoch's scores, from every rank, into every rank's store (one flush per epoch)
-        scores.flush()  # its host copy also waits for the device's queued work
-        train_time = time.time() - epoch_start
-        totals = accelerator.reduce(torch.stack([loss_sum, correct.float(),
-                                                 torch.tensor(float(trained), device=device)]), "sum")
+    objective = Supervised(model, data, mean, std, vargs, rank, layout, accelerator.autocast)
+    for epoch, sums, train_time in pruned_epochs(
+            pruner, sampler, scores, plan, range(start_epoch, epochs), world=world, batch_size=vargs.batch_size,
+            device=device, model=model, objective=objective, optimizer=optimizer, scheduler=scheduler,
+            backward=accelerator.backward, progress=main and vargs.progress):
+        # ---- the epoch's record (the scores are in every rank's store already)
+        trained_at = time.time()
+        totals = accelerator.reduce(torch.stack([sums["loss"], sums["correct"].float(), sums["examples"]]), "sum")
         test_acc = evaluate(model, data, mean, std, vargs.eval_batch_size, accelerator)
         record = {
             "epoch": epoch,
@@ -279,11 +230,10 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
             "test_acc": test_acc,
             "lr": scheduler.get_last_lr()[0],
             "train_time_s": train_time,  # selection, training steps and score updates; not evaluation
-            "epoch_time_s": time.time() - epoch_start,
+            "epoch_time_s": train_time + time.time() - trained_at,
             "elapsed_s": time.time() - wall_start,
         }
         history.append(record)
-        bar.set_postfix(test_acc=f"{test_acc:.4f}", kept=record["kept"])
         last = epoch == epochs - 1
         pruner.close_epoch(epoch)  # a diverged epoch stops the run here, before its checkpoint
         if last or (vargs.save_every and (epoch + 1) % vargs.save_every == 0):
@@ -314,6 +264,33 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         plot(history, report, vargs.output_dir)
     accelerator.wait_for_everyone()
     return TrainResult(final, history, pruner, accelerator.unwrap_model(model))
+
+
+class Supervised:
+    """The supervised objective: each example's cross-entropy (its augmented view, seeded per epoch and rank), its
+    predictive entropy as the second score field, and the batch's loss and correct counts for the record."""
+
+    def __init__(self, model, data, mean, std, vargs: VisionArguments, rank: int, layout, autocast) -> None:
+        self.model, self.data, self.mean, self.std, self.vargs, self.rank = model, data, mean, std, vargs, rank
+        self.layout, self.autocast = layout, autocast
+        self.pad, self.flip = AUGMENTATION.get(data.name, (4, True))
+        self.augment_gen: torch.Generator | None = None
+
+    def begin_epoch(self, epoch: int) -> None:
+        gen = seeded_generator(self.vargs.seed, epoch, self.rank, _AUGMENT_STREAM)
+        device = self.data.train_images.device
+        self.augment_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(int(gen.initial_seed()))
+
+    def __call__(self, idx: torch.Tensor) -> StepTerms:
+        images, labels = self.data.train_images[idx], self.data.train_labels[idx]
+        if self.vargs.augment:
+            images = random_crop_flip(images, self.augment_gen, pad=self.pad, flip=self.flip)
+        inputs = normalise(images, self.mean, self.std).contiguous(memory_format=self.layout)
+        with self.autocast():
+            logits = self.model(inputs)
+        loss_i, entropy_i = classification_scores(logits, labels)
+        return StepTerms(loss_i, (loss_i, entropy_i), {"loss": loss_i.detach().sum(),
+                                                      "correct": (logits.detach().argmax(-1) == labels).sum()})
 
 
 @torch.no_grad()

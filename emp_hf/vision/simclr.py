@@ -23,17 +23,16 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..core import DataPruner, PruningConfig, PruningSampler, ScoreBuffer, save_json
 from ..core.contrastive import SSL_SCORES, nt_xent_terms, view_distance
-from ..core.epoch_plan import sharded_batches
 from ..core.fingerprint import tensors_fingerprint
 from ..core.policies import seeded_generator
 from ..core.run_lock import RunLock
 from .augment import draw_view_params, normalise, random_crop_flip, simclr_view
 from .data import AUGMENTATION, DATASETS, ImageData, apply_variants, load_image_data
-from .loop import batch_of, plan_of, resume_run, save_checkpoint
+from .engine import StepTerms, plan_of, pruned_epochs
+from .loop import resume_run, save_checkpoint
 from .models import build_model
 from .optim import build_schedule
 
@@ -159,42 +158,17 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
                                       scheduler, accelerator)
 
     wall_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
-    bar = tqdm(range(start_epoch, args.epochs), desc="pre-training", disable=not (main and args.progress))
-    for epoch in bar:
-        epoch_start = time.time()
-        sampler.set_epoch(epoch)
-        order = sampler.indices().to(device)
-        plan.update(pruner.current_plan(), lambda size: sharded_batches(size, world, args.batch_size))  # infobatch
-        # Both views of every example for this epoch, a function of (seed, epoch, example) only.
-        draws = draw_view_params(n, seeded_generator(args.seed, epoch, _VIEW_STREAM)).to(device)
-        weighted = pruner.prepare_loss_weights(device)  # False but in infobatch's pruning epochs
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        for b in tqdm(range(plan.steps_per_epoch[epoch]), desc=f"epoch {epoch}", leave=False,
-                      disable=not (main and args.progress)):
-            idx = batch_of(order, b, plan.steps_per_epoch[epoch], args.batch_size)
-            terms, distance = contrastive_forward(model, data.train_images[idx], draws[idx], args, mean, std,
-                                                  layout, accelerator.autocast)
-            weights = pruner.loss_weights(idx) if weighted else 1.0
-            loss = (terms * weights).mean()
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            # EMP ranks by loss + beta * second field: NT-Xent_i - beta * distance_i (METHODS.md).
-            scores.add(idx, terms.detach(), -distance.detach())
-            loss_sum += terms.detach().sum()
-
-        scores.flush()
-        train_time = time.time() - epoch_start
-        totals = accelerator.reduce(torch.stack([loss_sum, torch.tensor(float(order.numel()), device=device)]),
-                                    "sum")
+    objective = Contrastive(model, data, mean, std, args, layout, accelerator.autocast)
+    for epoch, sums, train_time in pruned_epochs(
+            pruner, sampler, scores, plan, range(start_epoch, args.epochs), world=world, batch_size=args.batch_size,
+            device=device, model=model, objective=objective, optimizer=optimizer, scheduler=scheduler,
+            backward=accelerator.backward, progress=main and args.progress, desc="pre-training"):
+        totals = accelerator.reduce(torch.stack([sums["nt_xent"], sums["examples"]]), "sum")
         record = {"epoch": epoch, "examples": int(pruner.report.epochs[epoch].forwarded),
                   "kept": int(pruner.report.epochs[epoch].kept), "nt_xent": float(totals[0] / totals[1]),
                   "lr": scheduler.get_last_lr()[0], "train_time_s": train_time,
                   "elapsed_s": time.time() - wall_start}
         history.append(record)
-        bar.set_postfix(nt_xent=f"{record['nt_xent']:.4f}", kept=record["kept"])
         last = epoch == args.epochs - 1
         pruner.close_epoch(epoch)  # a diverged epoch stops the run here, before its checkpoint
         if last or (args.save_every and (epoch + 1) % args.save_every == 0):
@@ -227,6 +201,27 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
         plot(history, report, evaluation, args.output_dir)
     accelerator.wait_for_everyone()
     return SimCLRResult(results, history, pruner, accelerator.unwrap_model(model))
+
+
+class Contrastive:
+    """SimCLR's objective: each example's NT-Xent term over both views (drawn per epoch from the seed, the epoch
+    and the example only), and as the second score field minus its memory term: EMP ranks by
+    loss + beta * second field = NT-Xent_i - beta * distance_i (METHODS.md)."""
+
+    def __init__(self, model, data: ImageData, mean, std, args: SimCLRArguments, layout, autocast) -> None:
+        self.model, self.data, self.mean, self.std, self.args = model, data, mean, std, args
+        self.layout, self.autocast = layout, autocast
+        self.draws: torch.Tensor | None = None
+
+    def begin_epoch(self, epoch: int) -> None:
+        n = int(self.data.train_labels.numel())
+        self.draws = draw_view_params(n, seeded_generator(self.args.seed, epoch, _VIEW_STREAM)).to(
+            self.data.train_labels.device)
+
+    def __call__(self, idx: torch.Tensor) -> StepTerms:
+        terms, distance = contrastive_forward(self.model, self.data.train_images[idx], self.draws[idx], self.args,
+                                              self.mean, self.std, self.layout, self.autocast)
+        return StepTerms(terms, (terms.detach(), -distance.detach()), {"nt_xent": terms.detach().sum()})
 
 
 def contrastive_forward(model, images, draws, args: SimCLRArguments, mean, std, layout=torch.contiguous_format,

@@ -9,6 +9,7 @@ report.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -20,7 +21,8 @@ from ..core.policies import seeded_generator
 from ..core.static import KEEP, STATIC_SCORES, ForgettingCounter, ScoreAccumulator, grand
 from .augment import normalise, random_crop_flip
 from .data import AUGMENTATION, apply_variants, load_image_data
-from .loop import VisionArguments, batch_of
+from .engine import StepTerms, train_epoch
+from .loop import VisionArguments
 from .models import build_model
 from .optim import build_optimizer, build_schedule
 
@@ -57,7 +59,6 @@ def compute_static_scores(sargs: StaticScoreArguments, vargs: VisionArguments, d
     mean, std = data.channel_stats()
     data, mean, std = data.to(device), mean.to(device), std.to(device)
     n = int(data.train_labels.numel())
-    pad, flip = AUGMENTATION.get(data.name, (4, True))
     scores = ScoreAccumulator(sargs.scores)
     forwarded = 0
     for s in range(sargs.score_seeds):
@@ -72,35 +73,51 @@ def compute_static_scores(sargs: StaticScoreArguments, vargs: VisionArguments, d
         steps = plan.steps_per_epoch[0]
         scheduler = build_schedule(vargs.schedule, optimizer, plan, sargs.score_epochs)
         forgetting = ForgettingCounter(n)
-        augment_gen = torch.Generator(device).manual_seed(int(gen.initial_seed()) % 2**31)
+        objective = _Scoring(model, data, mean, std, vargs, forgetting,
+                             torch.Generator(device).manual_seed(int(gen.initial_seed()) % 2**31))
         for _ in range(sargs.score_epochs):
             model.train()
             order = torch.randperm(n, generator=gen).to(device)
-            for b in range(steps):
-                idx = batch_of(order, b, steps, vargs.batch_size)
-                images = data.train_images[idx]
-                if vargs.augment:
-                    images = random_crop_flip(images, augment_gen, pad=pad, flip=flip)
-                logits = model(normalise(images, mean, std))
-                loss = nn.functional.cross_entropy(logits, data.train_labels[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                forgetting.update(idx, logits.detach().argmax(-1) == data.train_labels[idx])
+            train_epoch(order, steps, vargs.batch_size, objective, optimizer, scheduler, _backward)
             forwarded += n
         probabilities, features = _score_pass(model, data.train_images, mean, std)
         forwarded += n
         grand_norms = None
         if scores.needs_grand:  # every parameter, per example (one forward and backward each)
-            grand_norms = lambda: grand(model.eval(), normalise(data.train_images, mean, std),  # noqa: E731
-                                        data.train_labels)
+            grand_norms = functools.partial(grand, model.eval(), normalise(data.train_images, mean, std),
+                                            data.train_labels)
             forwarded += n
         scores.add_seed(probabilities, data.train_labels, forgetting, grand_norms, features)
     return scores.save(sargs.scores_dir, seeded_generator(vargs.seed, _SCORING_STREAM), {
         "scoring_forwarded_examples": forwarded, "scoring_wall_time_s": time.time() - start, "num_examples": n,
         "dataset": data.name, "model": vargs.model, "score_epochs": sargs.score_epochs,
         "score_seeds": sargs.score_seeds, "seed": vargs.seed, "grand_parameters": "all"})
+
+
+class _Scoring:
+    """A scoring model's objective: cross-entropy on the augmented view, each step's correctness counted into the
+    forgetting events."""
+
+    def __init__(self, model, data, mean, std, vargs: VisionArguments, forgetting: ForgettingCounter,
+                 augment_gen: torch.Generator) -> None:
+        self.model, self.data, self.mean, self.std, self.vargs = model, data, mean, std, vargs
+        self.forgetting, self.augment_gen = forgetting, augment_gen
+        self.pad, self.flip = AUGMENTATION.get(data.name, (4, True))
+
+    def begin_epoch(self, epoch: int) -> None:
+        pass
+
+    def __call__(self, idx: torch.Tensor) -> StepTerms:
+        images, labels = self.data.train_images[idx], self.data.train_labels[idx]
+        if self.vargs.augment:
+            images = random_crop_flip(images, self.augment_gen, pad=self.pad, flip=self.flip)
+        logits = self.model(normalise(images, self.mean, self.std))
+        self.forgetting.update(idx, logits.detach().argmax(-1) == labels)
+        return StepTerms(nn.functional.cross_entropy(logits, labels, reduction="none"))
+
+
+def _backward(loss: torch.Tensor) -> None:
+    loss.backward()
 
 
 @torch.no_grad()
