@@ -228,3 +228,24 @@ def scoring_cost_note(facts: dict[str, Any]) -> str:
     if facts["scoring_cost_exceeds_saving"]:
         note += " NOTE: computing the static scores forwarded more examples than pruning saved"
     return note
+
+
+def load_scores_file(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
+    """One float per example, and what the file says about them: from a scoring run's .pt file
+    (scripts/static_scores.py: the scores with their direction and cost), or from a plain .pt tensor, .npy
+    or text file (one value per line) the user brings (higher = keep, cost unknown)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"`static_scores_file` {str(path)!r} does not exist.")
+    if path.suffix == ".pt":
+        data = load_state_file(path)
+        if isinstance(data, dict):
+            meta = dict(check_static_file(data, path))
+            return torch.as_tensor(meta.pop("scores"), dtype=torch.float32).reshape(-1), meta
+    elif path.suffix == ".npy":
+        import numpy as np
+
+        data = torch.from_numpy(np.load(path))
+    else:
+        data = torch.tensor([float(line) for line in path.read_text().split()])
+    return torch.as_tensor(data, dtype=torch.float32).reshape(-1), {"keep": "high"}
