@@ -13,7 +13,7 @@ from transformers import Trainer, TrainerCallback, default_data_collator
 
 from emp_hf import PruningArguments, PruningTrainer
 from emp_hf.core.state_file import write_manifest
-from emp_hf.trainer import INDEX_KEY, REPORT_FILE, STATE_FILE, model_card_section
+from emp_hf.trainer import INDEX_KEY, REPORT_FILE, STATE_FILE, PruningCallback, model_card_section
 
 
 class StepRecorder(TrainerCallback):
@@ -296,7 +296,12 @@ def test_report_logs_and_model_card(tmp_path):
     assert report["train_wall_time_s"] > 0 and sum(report["selection_count_histogram"]) == 30
     logged = [h for h in trainer.state.log_history if "pruning/kept" in h]
     assert [h["pruning/kept"] for h in logged] == [30, 15, 30]
+    assert [h["pruning/forwarded_so_far"] for h in logged] == [30, 45, 75]
+    assert [h["epoch"] for h in logged] == [1.0, 2.0, 3.0]  # logged as each epoch ends, before its evaluation
+    assert [h["pruning/saved_fraction_so_far"] for h in logged] == pytest.approx([0.0, 0.25, 1 - 75 / 90])
     assert any("pruning_saved_fraction" in h for h in trainer.state.log_history)
+    callbacks = [c for c in trainer.callback_handler.callbacks if isinstance(c, PruningCallback)]
+    assert len(callbacks) == 1 and callbacks[0].report == report
     trainer.create_model_card(model_name="tiny")
     card = (tmp_path / "README.md").read_text()
     assert "## Data pruning" in card and "method `emp`" in card and "75 examples forwarded of 90" in card

@@ -75,6 +75,8 @@ class DataPruner:
         labels: Tensor | None = None,
         static_scores: Tensor | None = None,
         shuffle: bool = True,
+        run_facts: dict[str, Any] | None = None,
+        data_fingerprint: DataFingerprint | None = None,
     ) -> None:
         if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples <= 0:
             raise ValueError(f"`num_examples` must be a positive integer (the dataset size), got {num_examples!r}.")
@@ -102,12 +104,12 @@ class DataPruner:
             None if static_scores is None
             else hashlib.sha256(torch.as_tensor(static_scores, dtype=torch.float32).numpy().tobytes()).hexdigest()
         )
-        #: Facts of the front end that shape the step plan (world size, batch, accumulation), set by it;
+        #: Facts of the front end that shape the step plan (world size, batch, accumulation, what a score means):
         #: saved with the state and compared on resume.
-        self.run_facts: dict[str, Any] = {}
-        #: What the run trains on (`core/fingerprint.py`), set by the front end before a resume: a checkpoint made
-        #: on other data (other rows, another order, other labels or tokens) is refused.
-        self.data_fingerprint: DataFingerprint | None = None
+        self.run_facts: dict[str, Any] = dict(run_facts or {})
+        #: What the run trains on (`core/fingerprint.py`): a checkpoint made on other data (other rows, another
+        #: order, other labels or tokens) is refused.
+        self.data_fingerprint = data_fingerprint
         self.policy = build_policy(self.config, static_scores)
         #: The epochs the run is compared with: a budget run stands in for a run of this many epochs.
         self.reference_epochs = num_epochs

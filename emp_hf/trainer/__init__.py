@@ -15,8 +15,9 @@ What it changes, and nothing else:
 * the step plan: transformers fixes steps-per-epoch once from `len(train_dataloader)`; here every epoch
   gets its own length, `max_steps` (the LR horizon) is the sum of the planned per-epoch update steps, and
   a resumed run finds its epoch from those per-epoch counts;
-* checkpoints carry `pruning_state.pt`; the end of training writes `pruning_report.json` and the model
-  card gains a "Data pruning" section.
+* checkpoints carry `pruning_state.pt`; a `PruningCallback` (added at construction) logs each epoch's
+  pruning counts and writes `pruning_report.json` at the end of training; the model card gains a "Data
+  pruning" section.
 
 Every private Trainer hook used is listed and version-checked in `_compat.py`. Anything that would make
 the scores wrong (no index, no logits, no labels, packed rows, the index reaching the model) stops the
@@ -29,10 +30,10 @@ from .. import _compat  # noqa: F401 - checks the installed transformers at impo
 from .checkpoints import STATE_FILE, TrainingDiverged, TrainingInterrupted, checkpoint_pruning_state
 from .data import INDEX_KEY, IndexedDataset, IndexedExample, IndexingCollator, PlannedSampler, label_column
 from .mixin import PruningArguments, PruningMixin, PruningSeq2SeqTrainer, PruningTrainer, release_distributed
-from .report import REPORT_FILE, model_card_section
+from .report import REPORT_FILE, PruningCallback, model_card_section
 
 __all__ = [
     "INDEX_KEY", "REPORT_FILE", "STATE_FILE", "IndexedDataset", "IndexedExample", "IndexingCollator", "PlannedSampler",
-    "PruningArguments", "PruningMixin", "PruningSeq2SeqTrainer", "PruningTrainer", "TrainingDiverged",
+    "PruningArguments", "PruningCallback", "PruningMixin", "PruningSeq2SeqTrainer", "PruningTrainer", "TrainingDiverged",
     "TrainingInterrupted", "checkpoint_pruning_state", "label_column", "model_card_section", "release_distributed",
 ]

@@ -17,6 +17,7 @@ from transformers import Seq2SeqTrainer, Trainer, TrainingArguments
 from .. import _compat
 from ..core import DataPruner, PruningConfig, ScoreBuffer
 from ..core.distributed import shutdown
+from ..core.epoch_plan import EpochPlan
 from ..data_identity import train_data_fingerprint
 from ..loss_check import LossCheck
 from ..scorers import (
@@ -25,17 +26,14 @@ from ..scorers import (
     ScorerFn,
     resolve_requested,
 )
-from .scoring import _Step
-
-logger = logging.getLogger("emp_hf")
-
-
-from ..core.epoch_plan import EpochPlan
 from .checkpoints import Checkpointing
 from .data import IndexedDataset, IndexingCollator, PlannedSampler, label_column
 from .plan import StepPlanning
-from .report import Reporting
-from .scoring import ScoringSteps
+from .report import PruningCallback, Reporting
+from .scoring import ScoringSteps, _Step
+
+logger = logging.getLogger("emp_hf")
+
 
 #: HfArgumentParser-ready settings; the same dataclass as the core's `PruningConfig`.
 PruningArguments = PruningConfig
@@ -87,9 +85,12 @@ class PruningMixin(ScoringSteps, StepPlanning, Checkpointing, Reporting):
         self._interrupted_by: str | None = None
         self._loss_check = LossCheck()
         self._scores: ScoreBuffer | None = None
+        self._epoch_flushed: int | None = None  # the last epoch whose end flushed its scores
         self._step: _Step | None = None
         self._hooked: torch.nn.Module | None = None
         self._hook_handle: torch.utils.hooks.RemovableHandle | None = None
+        self._pruning_callback = PruningCallback(self)  # the per-epoch log and pruning_report.json
+        self.add_callback(self._pruning_callback)
         self._check_args(self.args)
         self._record_trained_loss()
 
@@ -136,21 +137,21 @@ class PruningMixin(ScoringSteps, StepPlanning, Checkpointing, Reporting):
                 "your items into a dict batch for `model(**batch)`."
             )
 
-    def _build_pruner(self, dataset: Any) -> DataPruner:
-        pruner = DataPruner(
-            len(dataset),
-            int(self.args.num_train_epochs),
-            self.pruning_args,
-            seed=self.args.seed,
-            labels=label_column(dataset, self.label_names),
-        )
+    def _build_pruner(self, dataset: Any, fingerprint) -> DataPruner:
         args = self.args
-        pruner.run_facts = {  # what shapes the step plan besides the pruning settings: compared on resume
-            "world_size": args.world_size, "per_device_train_batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "dataloader_drop_last": args.dataloader_drop_last,
-        }
-        return pruner
+        return DataPruner(
+            len(dataset),
+            int(args.num_train_epochs),
+            self.pruning_args,
+            seed=args.seed,
+            labels=label_column(dataset, self.label_names),
+            run_facts={  # what shapes the step plan besides the pruning settings: compared on resume
+                "world_size": args.world_size, "per_device_train_batch_size": args.per_device_train_batch_size,
+                "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                "dataloader_drop_last": args.dataloader_drop_last,
+            },
+            data_fingerprint=fingerprint,
+        )
 
     def get_train_dataloader(self):
         if self.train_dataset is None:
@@ -171,8 +172,7 @@ class PruningMixin(ScoringSteps, StepPlanning, Checkpointing, Reporting):
         else:
             inner = self._get_collator_with_removed_columns(self.data_collator, description="training")
         fingerprint = self._data_fingerprint(dataset)
-        pruner = self._build_pruner(dataset)
-        pruner.data_fingerprint = fingerprint
+        pruner = self._build_pruner(dataset, fingerprint)
         if self.pruner is None or self.pruner.plan_settings() != pruner.plan_settings() \
                 or self.pruner.data_fingerprint != fingerprint:
             # A new plan or new data: a new pruning state. The same again (a second call, e.g. by a callback or an

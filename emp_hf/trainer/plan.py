@@ -105,6 +105,7 @@ class StepPlanning:
         if self._train_start is None:
             self._train_start = time.time()
         self._pruning_sampler.set_epoch(epoch)
+        self._epoch_flushed = None  # this epoch's end has not flushed yet (a resumed run may repeat an epoch)
         self.pruner.prepare_loss_weights(self.args.device)  # here, once, not inside a training step
         steps_in_epoch = len(train_dataloader)
         num_update_steps_per_epoch = math.ceil(steps_in_epoch / self.args.gradient_accumulation_steps)
@@ -114,20 +115,10 @@ class StepPlanning:
             )
         if not self.pruner.exact_plan:
             self._retarget_horizon(self._planning_dataloader)
-        record = self.pruner.report.epochs[epoch]
-        self._log_pruning(
-            {
-                "pruning/kept": record.kept,
-                "pruning/forwarded_so_far": self.pruner.report.forwarded_total,
-                "pruning/saved_fraction_so_far": self._saved_fraction(),
-                **({"pruning/mean_score": record.mean_score} if record.mean_score is not None else {}),
-                **({"pruning/unscored_so_far": unscored} if (unscored := self._unscored()) else {}),
-            }
-        )
         result = super()._run_epoch(
             model, epoch, train_dataloader, steps_in_epoch, num_update_steps_per_epoch, *args, **kwargs
         )
-        self._flush_scores()  # the next epoch's selection needs this epoch's scores
+        self._end_epoch_scores(epoch)  # the next epoch's selection needs this epoch's scores
         self._check_finite(f"at the end of epoch {epoch}")
         return result
 
@@ -135,17 +126,6 @@ class StepPlanning:
         """Through the Trainer's own `log` (so `report_to` integrations get it), unless logging is off."""
         if self.args.logging_strategy != "no":
             self.log(logs)
-
-    def _unscored(self) -> int:
-        """Examples forwarded so far that had nothing to score (no labelled position)."""
-        assert self.pruner is not None
-        return sum(r.unscored_rows for r in self.pruner.report.epochs.values())
-
-    def _saved_fraction(self) -> float:
-        assert self.pruner is not None
-        done = [r for r in self.pruner.report.epochs.values() if r.forwarded]
-        full = self.pruner.num_examples * len(done)
-        return 1.0 - sum(r.forwarded for r in done) / full if full else 0.0
 
     def _retarget_horizon(self, dataloader) -> None:
         """For a data-dependent plan (infobatch), once the epoch's real size is known, re-plan the steps

@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from typing import Any
+
+from transformers import TrainerCallback
 
 from ..core import PruningConfig
 from ..core.report import save_json
-from ..core.state_file import (
-    newest_complete,
-)
+from ..core.state_file import newest_complete
 from .checkpoints import TrainingInterrupted, checkpoint_pruning_state
 
 logger = logging.getLogger("emp_hf")
@@ -21,8 +22,52 @@ logger = logging.getLogger("emp_hf")
 REPORT_FILE = "pruning_report.json"
 
 
+class PruningCallback(TrainerCallback):
+    """The run's pruning facts where a Trainer user looks for them: each epoch's counts through the Trainer's
+    `log` (so `report_to` integrations receive them), and `pruning_report.json` at the end of training."""
+
+    def __init__(self, trainer) -> None:
+        self._trainer = weakref.proxy(trainer)  # the trainer holds this callback: no reference cycle
+        self.report: dict[str, Any] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.report = None
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        trainer = self._trainer
+        pruner = trainer.pruner
+        if pruner is None or pruner.epoch is None:
+            return
+        # The epoch's steps are all taken: its scores go into the store now (not after this event and the
+        # epoch-end save, where `_run_epoch` ends), so the counts below include this epoch.
+        trainer._end_epoch_scores(pruner.epoch)
+        record = pruner.report.epochs[pruner.epoch]
+        unscored = sum(r.unscored_rows for r in pruner.report.epochs.values())
+        done = [r for r in pruner.report.epochs.values() if r.forwarded]
+        full = pruner.num_examples * len(done)
+        trainer._log_pruning({
+            "pruning/kept": record.kept,
+            "pruning/forwarded_so_far": pruner.report.forwarded_total,
+            "pruning/saved_fraction_so_far": 1.0 - sum(r.forwarded for r in done) / full if full else 0.0,
+            **({"pruning/mean_score": record.mean_score} if record.mean_score is not None else {}),
+            **({"pruning/unscored_so_far": unscored} if unscored else {}),
+        })
+
+    def on_train_end(self, args, state, control, **kwargs):
+        trainer = self._trainer
+        if trainer.pruner is None:
+            return
+        wall = time.time() - (trainer._train_start or time.time())
+        forwarded = trainer.pruner.report.forwarded_total
+        self.report = trainer.pruning_report(train_wall_time_s=wall,
+                                             train_samples_per_second=forwarded / wall if wall > 0 else None)
+        if args.should_save:
+            os.makedirs(args.output_dir, exist_ok=True)
+            save_json(self.report, os.path.join(args.output_dir, REPORT_FILE))
+
+
 class Reporting:
-    """PruningMixin's end of training and model card."""
+    """PruningMixin's end of training (its refusals, the report's facts in the train metrics) and model card."""
 
     def _finalize_training(self, trial, num_train_samples, start_time):
         if self._interrupted_by is not None or (self.state.global_step < self.state.max_steps
@@ -40,16 +85,10 @@ class Reporting:
             raise RuntimeError("PruningTrainer: scores were left unflushed at the end of training.")
         if self.pruner is not None and self.pruner.epoch is not None:
             self.pruner.close_epoch(self.pruner.epoch)  # the last epoch's divergence check
-        output = super()._finalize_training(trial, num_train_samples, start_time)
-        if self.pruner is None:
+        output = super()._finalize_training(trial, num_train_samples, start_time)  # PruningCallback writes the report
+        if self.pruner is None or self._pruning_callback.report is None:
             return output
-        wall = time.time() - (self._train_start or start_time)
-        forwarded = self.pruner.report.forwarded_total
-        report = self.pruning_report(train_wall_time_s=wall,
-                                     train_samples_per_second=forwarded / wall if wall > 0 else None)
-        if self.args.should_save:
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            save_json(report, os.path.join(self.args.output_dir, REPORT_FILE))
+        report = self._pruning_callback.report
         facts = {
             "pruning_forwarded_examples": report["forwarded_examples"],
             "pruning_full_data_examples": report["full_data_examples"],

@@ -29,11 +29,9 @@ from ..scorers import (
     per_example,
 )
 from .checkpoints import TrainingDiverged, _rng_states, checkpoint_pruning_state
+from .data import INDEX_KEY
 
 logger = logging.getLogger("emp_hf")
-
-
-from .data import INDEX_KEY
 
 
 @dataclass
@@ -194,6 +192,13 @@ class ScoringSteps:
             "`scorer=`.", describe(self._scorer), self._choice.reason if self._choice else "named by `scorer=`",
             reference.source)
         return step.scored[index]
+
+    def _end_epoch_scores(self, epoch: int) -> None:
+        """The epoch's one flush once its steps are all taken: from `PruningCallback.on_epoch_end`, or where
+        `_run_epoch` ends if that callback was removed (every rank takes the same path: no extra collective)."""
+        if self._epoch_flushed != epoch:
+            self._flush_scores()
+            self._epoch_flushed = epoch
 
     def _flush_scores(self, committed_only: bool = False) -> None:
         """All ranks' buffered scores into the store (at each epoch's end and before each checkpoint save), once

@@ -188,12 +188,13 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
     model = build_model(vargs.model, data.num_classes, data.in_channels, vargs.width)
     layout = torch.channels_last if vargs.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
-    pruner = DataPruner(n, vargs.epochs, pargs, seed=vargs.seed, labels=data.train_labels.cpu())
+    pruner = DataPruner(
+        n, vargs.epochs, pargs, seed=vargs.seed, labels=data.train_labels.cpu(),
+        run_facts={"world_size": world, "batch_size": vargs.batch_size,  # shape the plan: checked on resume
+                   **({"budget_schedule_examples": list(vargs.budget_schedule_examples)}
+                      if vargs.budget_schedule_examples is not None else {})},
+        data_fingerprint=tensors_fingerprint({"images": data.train_images, "labels": data.train_labels}))
     epochs = len(pruner.plan())  # a budget run's: the full epochs its budget buys, the last one cut
-    pruner.run_facts = {"world_size": world, "batch_size": vargs.batch_size,  # shape the plan: checked on resume
-                        **({"budget_schedule_examples": list(vargs.budget_schedule_examples)}
-                           if vargs.budget_schedule_examples is not None else {})}
-    pruner.data_fingerprint = tensors_fingerprint({"images": data.train_images, "labels": data.train_labels})
     scores = ScoreBuffer(pruner, capacity=-(-n // world) + vargs.batch_size, scored=True)  # the loss needs them
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
     plan = plan_of(pruner, world, vargs.batch_size)

@@ -142,11 +142,12 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
     torch.manual_seed(args.seed)
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
     model = SimCLRModel(args.model, data.in_channels, args.width, args.projection_dim).to(memory_format=layout)
-    pruner = DataPruner(n, args.epochs, pargs, seed=args.seed, labels=data.train_labels.cpu())
     # Checked on resume: the plan's shape, and what the scores mean (a resumed run must not mix score sources).
-    pruner.run_facts = {"world_size": world, "batch_size": args.batch_size, "ssl_score": args.ssl_score,
-                        "temperature": args.temperature}
-    pruner.data_fingerprint = tensors_fingerprint({"images": data.train_images, "labels": data.train_labels})
+    pruner = DataPruner(
+        n, args.epochs, pargs, seed=args.seed, labels=data.train_labels.cpu(),
+        run_facts={"world_size": world, "batch_size": args.batch_size, "ssl_score": args.ssl_score,
+                   "temperature": args.temperature},
+        data_fingerprint=tensors_fingerprint({"images": data.train_images, "labels": data.train_labels}))
     scores = ScoreBuffer(pruner, capacity=-(-n // world) + args.batch_size, scored=True)  # the loss needs them
     sampler = PruningSampler(pruner, num_replicas=world, rank=rank)
     plan = plan_of(pruner, world, args.batch_size)
