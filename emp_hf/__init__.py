@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from .core import DataPruner, PruningConfig, PruningSampler
+from .logs import install_console_handler
+
+install_console_handler()
 
 __version__ = "0.1.0"
 __all__ = [

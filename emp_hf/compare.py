@@ -19,7 +19,6 @@ seeds as error bars, the budget runs and full data joined as the curve of "train
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -294,11 +293,12 @@ def plot(runs: Sequence[Run], metric: str | None, path: str | Path, scale: float
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emp_hf.compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import ArgumentParser
+
+    parser = ArgumentParser(prog="python -m emp_hf.compare", description=__doc__)
     parser.add_argument("runs", nargs="+", help="run folders, or folders holding run folders")
-    parser.add_argument("--metric", default=None, help="the evaluation key (default: the task's main metric)")
-    parser.add_argument("--scale", type=float, default=100.0, help="multiply the metric (default 100: points)")
+    parser.add_argument("--metric", default=None, help="the evaluation key (unset: the task's main metric)")
+    parser.add_argument("--scale", type=float, default=100.0, help="multiply the metric (100: points)")
     parser.add_argument("--plot", default=None, help="write the plot to this PNG file")
     parser.add_argument("--json", default=None, help="write the arms and pairings to this JSON file")
     a = parser.parse_args(argv)
@@ -324,4 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import guard
+
+    with guard("python -m emp_hf.compare"):
+        sys.exit(main())

@@ -15,7 +15,6 @@ them). `--launcher "accelerate launch --num_processes 4"` runs each job under a 
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shlex
@@ -25,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from emp_hf.cli import ArgumentParser, guard
 from emp_hf.studies import condense, load_study, parse_variants, record_invocation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def main() -> None:
     argv = sys.argv[1:]
     passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="glue_sweep.py", description=__doc__)
     parser.add_argument("--name", required=True, help="Sweep name: results go to <runs_dir>/<name>/.")
     parser.add_argument("--runs_dir", default=str(ROOT / "runs" / "glue"),
                         help="Raw run folders (logs, weights): not tracked.")
@@ -139,4 +139,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with guard("glue_sweep.py"):
+        main()

@@ -10,11 +10,11 @@ A second table gives examples forwarded and training wall time per run.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from emp_hf.cli import ArgumentParser, guard
 from emp_hf.compare import PairableRun, budget_pairs, describe_differences, plot_metric_vs_forwarded
 from emp_hf.glue import TASKS, main_metric
 from emp_hf.studies import Study, load_studies
@@ -144,7 +144,7 @@ def render_sweep(study: Study, results_dir: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="glue_table.py", description=__doc__)
     parser.add_argument("--results_dir", default=str(ROOT / "glue_runs"),
                         help="The condensed studies (<study>.jsonl) and where RESULTS.md goes.")
     parser.add_argument("--raw_dir", default=str(ROOT / "runs" / "glue"),
@@ -164,4 +164,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with guard("glue_table.py"):
+        main()

@@ -12,11 +12,11 @@ each run. Tables give mean +- std over seeds, from the condensed runs.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
+from emp_hf.cli import ArgumentParser, guard
 from emp_hf.studies import Study, condense, load_study, record_invocation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def main() -> None:
     argv = sys.argv[1:]
     passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="simclr_sweep.py", description=__doc__)
     parser.add_argument("--name", required=True)
     parser.add_argument("--runs_dir", default=str(ROOT / "runs" / "vision"), help="Raw run folders: not tracked.")
     parser.add_argument("--results_dir", default=str(ROOT / "vision_runs"),
@@ -115,4 +115,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with guard("simclr_sweep.py"):
+        main()

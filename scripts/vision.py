@@ -1,29 +1,38 @@
 #!/usr/bin/env python
-"""Image classification with dynamic data pruning (EMP Table 1, dynamic-data-pruning figures).
+"""Image classification with dynamic data pruning (EMP Table 1, the dynamic-data-pruning paper's figures).
 
-    accelerate launch scripts/vision.py --dataset cifar100 --model resnet18 --method emp --prune 0.7 --epochs 200
-    python scripts/vision.py --dataset fashion_mnist --model resnet10 --width 16 --epochs 5 --cpu
+The whole training set sits on the device as uint8, augmented there per batch; each pruned epoch trains on
+the examples the method picks from per-example scores recorded during training. Writes metrics.json,
+pruning_report.json, pruning.png and checkpoints (with the pruning state) to --output_dir.
 
-Writes metrics.json, pruning_report.json, pruning.png (with matplotlib) and
-checkpoints (with the pruning state) to --output_dir.
-"""
+examples:
+  python scripts/vision.py --dataset digits --model resnet10 --width 16 --epochs 8 --method emp --prune 0.5 --cpu
+  accelerate launch scripts/vision.py --dataset cifar100 --model resnet18 --method emp --prune 0.7 --epochs 200"""
 
+from __future__ import annotations
+
+import logging
 import os
-
-from transformers import HfArgumentParser
+import sys
 
 from emp_hf import PruningConfig
+from emp_hf.cli import DataclassParser, guard
 from emp_hf.core.distributed import shutdown, world_size
 from emp_hf.core.static import scoring_cost_note
 from emp_hf.vision import VisionArguments, train
 
 
-def main() -> None:
-    vargs, pargs = HfArgumentParser((VisionArguments, PruningConfig)).parse_args_into_dataclasses()
-    final = train(vargs, pargs).final
-    if int(os.environ.get("RANK", "0")) == 0:
-        print_summary(vargs, pargs, final)
-    shutdown()
+def main(argv: list[str] | None = None) -> None:
+    with guard("vision.py") as run:
+        parser = DataclassParser((PruningConfig, VisionArguments), prog="vision.py", description=__doc__)
+        pargs, vargs = parser.parse(sys.argv[1:] if argv is None else argv)
+        # the plan and any warning on the console (the main process; the others only warn)
+        logging.getLogger("emp_hf").setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
+        run.output_dir = vargs.output_dir
+        final = train(vargs, pargs).final
+        if int(os.environ.get("RANK", "0")) == 0:
+            print_summary(vargs, pargs, final)
+        shutdown()
 
 
 def print_summary(vargs, pargs, final) -> None:

@@ -15,7 +15,6 @@ already recorded (raw or condensed) is skipped; checkpoints are deleted after ea
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import shutil
@@ -24,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from emp_hf.cli import ArgumentParser, guard
 from emp_hf.compare import OWN_SCHEDULE, PairableRun, budget_pairs, describe_differences, plot_metric_vs_forwarded
 from emp_hf.studies import Study, condense, load_studies, load_study, parse_variants, record_invocation
 
@@ -136,7 +136,7 @@ def main() -> None:
     argv = sys.argv[1:]
     passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="vision_sweep.py", description=__doc__)
     parser.add_argument("--name", default=None)
     parser.add_argument("--runs_dir", default=str(ROOT / "runs" / "vision"),
                         help="Raw run folders (logs, checkpoints, per-run plots): not tracked.")
@@ -257,4 +257,5 @@ def write_results(results_dir: Path, raw_dir: Path | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with guard("vision_sweep.py"):
+        main()

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "glue"
+#: The real GLUE splits this repository ships (data/README: rte, sst2, stsb), present in every clone.
+REPO_GLUE = Path(__file__).resolve().parents[1] / "data" / "glue"
 
 
 def write_tiny_model(folder: Path, texts: list[str], num_labels: int = 2) -> Path:
@@ -28,6 +29,6 @@ def write_tiny_model(folder: Path, texts: list[str], num_labels: int = 2) -> Pat
     return folder
 
 
-def shared_texts(task: str, keys: tuple[str, str | None], limit: int = 60) -> list[str]:
-    rows = [json.loads(line) for line in (SHARED_GLUE / task / "train.jsonl").open()][:limit]
+def glue_texts(task: str, keys: tuple[str, str | None], limit: int = 60) -> list[str]:
+    rows = [json.loads(line) for line in (REPO_GLUE / task / "train.jsonl").open()][:limit]
     return [r[k] for r in rows for k in keys if k]

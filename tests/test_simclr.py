@@ -170,7 +170,7 @@ def test_pretrain_learns_features_a_linear_probe_can_use(tmp_path):
     report = json.loads((tmp_path / "t" / "pruning_report.json").read_text())
     assert results["pretrain"]["forwarded_examples"] == report["forwarded_examples"] < 8 * 1437
     assert report["saved_fraction"] == results["pretrain"]["saved_fraction"] > 0.3
-    assert (tmp_path / "t" / "ssl.png").is_file()
+    assert (tmp_path / "t" / "pruning.png").is_file()
 
 
 def test_finetune_evaluation_learns_the_labels(tmp_path):

@@ -183,6 +183,22 @@ class DataPruner:
             sizes[last] = self._budget_cut(last)  # type: ignore[assignment]
         return sizes
 
+    def little_saved_warning(self) -> str | None:
+        """What to say where the plan saves less than half of the prune ratio (a short run: epoch 0 and the
+        annealing epochs train on everything), for every front end to log once; None where it saves enough."""
+        prune = self.config.prune
+        if prune == 0 or self.config.method == "full":
+            return None
+        plan = self.plan()
+        saved = 1 - sum(plan) / (self.num_examples * len(plan))
+        if saved >= prune / 2:
+            return None
+        pruning_epochs = sum(size < self.num_examples for size in plan)
+        return (f"Data pruning will save only {100 * saved:.1f}% of the examples (prune {prune}): {pruning_epochs} "
+                f"of {len(plan)} epochs prune; epoch 0 is always full and anneal={self.config.effective_anneal} keeps "
+                f"the last {self.schedule.num_anneal_epochs} epoch(s) full. Train more epochs, or lower `anneal` (0 "
+                "turns the annealing off).")
+
     @property
     def exact_plan(self) -> bool:
         return self.policy.exact_plan or self.config.prune == 0.0

@@ -20,14 +20,16 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
-    HfArgumentParser,
     TrainingArguments,
     set_seed,
 )
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
+from ..cli import DataclassParser, guard
 from ..core.static import scoring_cost_note
+from ..plots import PLOT_FILE, plot_run
 from ..trainer import PruningArguments, PruningTrainer, release_distributed
+from ..trainer.mixin import check_training_args
 from .tasks import TASKS, compute_glue_metrics, get_task, load_files, load_local, main_metric
 
 logger = logging.getLogger("glue")
@@ -109,9 +111,19 @@ class GlueTrainingArguments(TrainingArguments):
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size per device."})
     lr_scheduler_type: SchedulerType | str = field(default="linear", metadata={"help": "LR schedule (paper: linear)."})
     eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "Evaluate every epoch."})
-    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "Checkpoint every epoch."})
+    save_strategy: SaveStrategy | str = field(
+        default="no",
+        metadata={"help": "Checkpoints to resume from ('epoch': one per epoch). Each holds the model, the optimizer's "
+                          "state (twice the model's size with AdamW) and the pruning state: 270 MB for MiniLM-L6, "
+                          "1.3 GB for bert-base. Off by default: the final model is saved either way."})
     save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept."})
     logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "Log every epoch."})
+    max_steps: int = field(default=-1, metadata={"help": "Refused with pruning, which plans the run by epochs: "
+                                                         "leave -1 and set --num_train_epochs."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_training_args(self)  # before any data or model loads
 
 
 def load_raw(task, data_args: DataArguments) -> DatasetDict:
@@ -126,31 +138,20 @@ def load_raw(task, data_args: DataArguments) -> DatasetDict:
                                                     split=name) for name, rows in splits.items()})
     from datasets import load_dataset
 
-    return load_dataset("nyu-mll/glue", task.name)
+    try:
+        return load_dataset("nyu-mll/glue", task.name)
+    except (OSError, ValueError) as error:  # offline, or the Hub unreachable
+        reason = " ".join(str(error).split())[:160]
+        raise ValueError(f"Could not load nyu-mll/glue {task.name!r} from the Hub ({reason}). "
+                         "Pass --data_dir with local files (this repository's data/glue holds sst2, rte and stsb) "
+                         "or --train_file/--validation_file, or go online.") from None
 
 
 def parse(argv: list[str]):
-    """The four argument dataclasses; an unknown flag is one line naming it and the closest known flag."""
-    import argparse
-    import difflib
-
-    parser = HfArgumentParser((PruningArguments, DataArguments, ModelArguments, GlueTrainingArguments),
-                              prog="glue.py", description=DESCRIPTION, usage="glue.py --task TASK [options]",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        pruning_args, data_args, model_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
-        return model_args, data_args, training_args, pruning_args
-    *parsed, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    unknown = [a for a in rest if a.startswith("-")]
-    if rest:
-        flags = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
-        first = (unknown or rest)[0]
-        close = difflib.get_close_matches(first.split("=")[0], flags, n=1)
-        hint = f"; did you mean {close[0]}?" if close else "; see --help."
-        what = "unknown flag" if unknown else "unexpected argument"
-        print(f"glue.py: error: {what} {first}{hint}", file=sys.stderr)
-        sys.exit(2)
-    pruning_args, data_args, model_args, training_args = parsed
+    """The four argument dataclasses (pruning flags first in --help); every mistake is one line (`emp_hf.cli`)."""
+    parser = DataclassParser((PruningArguments, DataArguments, ModelArguments, GlueTrainingArguments),
+                             prog="glue.py", description=DESCRIPTION, usage="glue.py --task TASK [options]")
+    pruning_args, data_args, model_args, training_args = parser.parse(argv)
     return model_args, data_args, training_args, pruning_args
 
 
@@ -160,6 +161,22 @@ def train_rows(num_rows: int, keep: int, seed: int | None) -> list[int]:
     if seed is None or keep >= num_rows:
         return list(range(min(keep, num_rows)))
     return sorted(random.Random(seed).sample(range(num_rows), keep))
+
+
+def load_or_explain(load, flag: str, name: str, **kwargs):
+    """`load(name)`; where it fails, one error naming the flag and whether `name` is a missing folder or a Hub id
+    that could not be reached, instead of the Hub client's traceback."""
+    try:
+        return load(name, **kwargs)
+    except (OSError, ValueError) as error:
+        if os.path.isdir(name):
+            raise ValueError(f"`--{flag}` {name!r} is a folder, but not a model transformers can load: "
+                             f"{' '.join(str(error).split())[:200]}") from None
+        looks_local = name.startswith((".", "/", "~")) or name.count("/") != 1
+        what = ("no such folder" if looks_local else
+                "no local folder of that name, and it could not be loaded from the Hub (offline, or not a model id)")
+        raise ValueError(f"`--{flag}` {name!r}: {what}. Give a folder holding config.json and the tokenizer, or a "
+                         "Hub model id (online).") from None
 
 
 def prepare(model_args, data_args, training_args):
@@ -178,9 +195,14 @@ def prepare(model_args, data_args, training_args):
         for split in task.eval_splits:
             raw[split] = raw[split].select(range(min(data_args.max_eval_samples, len(raw[split]))))
 
-    config = AutoConfig.from_pretrained(model_args.model_name_or_path, num_labels=task.num_labels,
-                                        finetuning_task=task.name)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    # The task's label names in the config (a Hub widget and pipeline then say "positive", not "LABEL_1").
+    labels = ({"id2label": dict(enumerate(task.label_names)),
+               "label2id": {name: i for i, name in enumerate(task.label_names)}} if task.label_names
+              else {"num_labels": task.num_labels})
+    config = load_or_explain(AutoConfig.from_pretrained, "model_name_or_path", model_args.model_name_or_path,
+                             finetuning_task=task.name, **labels)
+    tokenizer = load_or_explain(AutoTokenizer.from_pretrained, "tokenizer_name" if model_args.tokenizer_name
+                                else "model_name_or_path", model_args.tokenizer_name or model_args.model_name_or_path)
 
     def make_model():
         return AutoModelForSequenceClassification.from_pretrained(
@@ -200,20 +222,25 @@ def prepare(model_args, data_args, training_args):
     return task, data, tokenizer, make_model
 
 
-def main() -> None:
-    model_args, data_args, training_args, pruning_args = parse(sys.argv[1:])
+def main(argv: list[str] | None = None) -> None:
+    """scripts/glue.py: a mistake is one line and exit status 1 or 2 (`emp_hf.cli.guard`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    with guard("glue.py") as run:
+        model_args, data_args, training_args, pruning_args = parse(argv)
+        # TrainingArguments fills an unset output_dir with "trainer_output"; give each run its own folder instead.
+        if not any(a == "--output_dir" or a.startswith("--output_dir=") for a in argv) and not (
+                len(argv) == 1 and argv[0].endswith(".json")):
+            training_args.output_dir = os.path.join(
+                "output", f"{data_args.task}-{pruning_args.method}-{pruning_args.prune}-seed{training_args.seed}")
+        run.output_dir = training_args.output_dir
+        train_and_evaluate(model_args, data_args, training_args, pruning_args)
+
+
+def train_and_evaluate(model_args, data_args, training_args, pruning_args) -> None:
     import torch
 
     if not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False  # pinning needs an accelerator; on a CPU it only warns
-    # TrainingArguments fills an unset output_dir with "trainer_output"; give each run its own folder instead.
-    if not any(a == "--output_dir" or a.startswith("--output_dir=") for a in sys.argv[1:]) and not (
-        len(sys.argv) == 2 and sys.argv[1].endswith(".json")
-    ):
-        training_args.output_dir = os.path.join(
-            "output", f"{data_args.task}-{pruning_args.method}-{pruning_args.prune}-seed{training_args.seed}"
-        )
-
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO
                         if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -254,19 +281,26 @@ def main() -> None:
     trainer.log_metrics("eval", eval_metrics)
     trainer.save_metrics("eval", eval_metrics)
 
+    key = f"eval_{main_metric(task)}"
+    report = trainer.pruning_report()
+    if trainer.is_world_process_zero():
+        # the metric per epoch where the run evaluated each epoch, and at the end (the final evaluation)
+        curve = [(h["epoch"], h[key]) for h in trainer.state.log_history if key in h]
+        plot_run(os.path.join(training_args.output_dir, PLOT_FILE), report,
+                 {f"validation {main_metric(task)}": curve}, main_metric(task))
+
     # base_model: a Hub id only (the given id, or the model name when it is not a local folder); never a path.
     base = model_args.base_model_id or (None if os.path.isdir(model_args.model_name_or_path)
                                          else model_args.model_name_or_path)
     kwargs = {"finetuned_from": base, "tasks": "text-classification", "language": "en", "dataset_tags": "nyu-mll/glue",
-              "dataset_args": task.name, "dataset": f"GLUE {task.name.upper()}"}
+              "dataset_args": task.name, "dataset": f"GLUE {task.name.upper()}",
+              "card_sections": card_sections(task, data, data_args, base, pruning_args)}
     if training_args.push_to_hub:
         trainer.push_to_hub(**kwargs)
     elif trainer.is_world_process_zero():
         trainer.create_model_card(**kwargs)
 
     if trainer.is_world_process_zero():
-        report = trainer.pruning_report()
-        key = f"eval_{main_metric(task)}"
         twin = report.get("budget_matched_twin")
         print(
             f"[emp-hf] task={task.name} method={pruning_args.method} "
@@ -278,3 +312,32 @@ def main() -> None:
         )
     release_distributed(trainer)
 
+
+def card_sections(task, data, data_args, base: str | None, pruning_args) -> dict[str, str]:
+    """The model card's sections the run can fill (transformers leaves them "More information needed")."""
+    train = data["train"]
+    local = data_args.data_dir or data_args.train_file
+    source = f"local files ({local})" if local else "the Hub's nyu-mll/glue"
+    if data_args.max_train_samples is None:
+        rows = f"all {len(train):,} training rows"
+    elif data_args.train_subset_seed is None:
+        rows = f"the first {len(train):,} training rows (`--max_train_samples {data_args.max_train_samples}`)"
+    else:
+        seed = data_args.train_subset_seed
+        rows = (f"{len(train):,} training rows drawn at random with seed {seed} "
+                f"(`--max_train_samples {data_args.max_train_samples} --train_subset_seed {seed}`)")
+    evals = ", ".join(f"{split} ({len(data[split]):,} rows)" for split in task.eval_splits)
+    labels = (f"labels {', '.join(f'{i} = {name}' for i, name in enumerate(task.label_names))}"
+              if task.label_names else f"a similarity score in [{task.label_range[0]:g}, {task.label_range[1]:g}]")
+    what = "a regression" if task.is_regression else f"{task.num_labels}-way classification"
+    return {
+        "Model description": f"{base or 'A sequence-classification model'} fine-tuned on GLUE {task.name.upper()} "
+                             f"({what}; {labels}) with emp-hf dynamic data pruning, method `{pruning_args.method}`: "
+                             "each pruned epoch trained on a subset chosen from per-example scores recorded during "
+                             "training (see Data pruning below).",
+        "Intended uses & limitations": f"GLUE {task.name.upper()} as the benchmark defines it (English). Evaluated "
+                                       f"only on its validation split; trained on {rows}, with inputs cut to "
+                                       f"{data_args.max_seq_length} tokens, so longer texts lose their end.",
+        "Training and evaluation data": f"GLUE {task.name.upper()} from {source}: trained on {rows}; inputs "
+                                        f"truncated to {data_args.max_seq_length} tokens; evaluated on {evals}.",
+    }

@@ -27,6 +27,7 @@ class GlueTask:
     eval_splits: tuple[str, ...]
     tsv_dir: str
     tsv_eval_files: tuple[str, ...]
+    label_names: tuple[str, ...] = ()  # the Hub's names of label ids 0, 1, ... (none for a regression)
     label_range: tuple[float, float] | None = None  # regression: the scale's ends
 
     @property
@@ -37,16 +38,21 @@ class GlueTask:
 TASKS: dict[str, GlueTask] = {
     t.name: t
     for t in (
-        GlueTask("cola", ("sentence", None), 2, ("validation",), "CoLA", ("dev.tsv",)),
-        GlueTask("sst2", ("sentence", None), 2, ("validation",), "SST-2", ("dev.tsv",)),
-        GlueTask("mrpc", ("sentence1", "sentence2"), 2, ("validation",), "MRPC", ("dev.tsv",)),
-        GlueTask("qqp", ("question1", "question2"), 2, ("validation",), "QQP", ("dev.tsv",)),
-        GlueTask("stsb", ("sentence1", "sentence2"), 1, ("validation",), "STS-B", ("dev.tsv",), (0.0, 5.0)),
+        GlueTask("cola", ("sentence", None), 2, ("validation",), "CoLA", ("dev.tsv",), ("unacceptable", "acceptable")),
+        GlueTask("sst2", ("sentence", None), 2, ("validation",), "SST-2", ("dev.tsv",), ("negative", "positive")),
+        GlueTask("mrpc", ("sentence1", "sentence2"), 2, ("validation",), "MRPC", ("dev.tsv",),
+                 ("not_equivalent", "equivalent")),
+        GlueTask("qqp", ("question1", "question2"), 2, ("validation",), "QQP", ("dev.tsv",),
+                 ("not_duplicate", "duplicate")),
+        GlueTask("stsb", ("sentence1", "sentence2"), 1, ("validation",), "STS-B", ("dev.tsv",), label_range=(0.0, 5.0)),
         GlueTask("mnli", ("premise", "hypothesis"), 3, ("validation_matched", "validation_mismatched"), "MNLI",
-                 ("dev_matched.tsv", "dev_mismatched.tsv")),
-        GlueTask("qnli", ("question", "sentence"), 2, ("validation",), "QNLI", ("dev.tsv",)),
-        GlueTask("rte", ("sentence1", "sentence2"), 2, ("validation",), "RTE", ("dev.tsv",)),
-        GlueTask("wnli", ("sentence1", "sentence2"), 2, ("validation",), "WNLI", ("dev.tsv",)),
+                 ("dev_matched.tsv", "dev_mismatched.tsv"), ("entailment", "neutral", "contradiction")),
+        GlueTask("qnli", ("question", "sentence"), 2, ("validation",), "QNLI", ("dev.tsv",),
+                 ("entailment", "not_entailment")),
+        GlueTask("rte", ("sentence1", "sentence2"), 2, ("validation",), "RTE", ("dev.tsv",),
+                 ("entailment", "not_entailment")),
+        GlueTask("wnli", ("sentence1", "sentence2"), 2, ("validation",), "WNLI", ("dev.tsv",),
+                 ("not_entailment", "entailment")),
     )
 }
 

@@ -35,6 +35,29 @@ from .scoring import ScoringSteps, _Step
 logger = logging.getLogger("emp_hf")
 
 
+def check_training_args(args: TrainingArguments) -> None:
+    """The `TrainingArguments` pruning cannot take (a step budget, a fractional epoch, another sampler): checked
+    by the trainer, and by the scripts as soon as the flags are parsed."""
+    if args.max_steps is not None and args.max_steps > 0:
+        raise ValueError(
+            f"`max_steps={args.max_steps}` conflicts with pruning: PruningTrainer plans the run by epochs "
+            "(each epoch trains on its own pruned subset). Set `num_train_epochs` (an integer) and leave "
+            "`max_steps=-1`."
+        )
+    epochs = args.num_train_epochs
+    if epochs < 1 or float(epochs) != int(epochs):
+        raise ValueError(
+            f"`num_train_epochs` must be a whole number >= 1 with pruning (the schedule prunes whole "
+            f"epochs), got {epochs}."
+        )
+    strategy = getattr(args, "train_sampling_strategy", "random")
+    if strategy not in ("random", None):
+        raise ValueError(
+            f"`train_sampling_strategy={strategy!r}` cannot be combined with pruning: the pruning "
+            "sampler decides each epoch's examples and shuffles them itself. Use the default 'random'."
+        )
+
+
 #: HfArgumentParser-ready settings; the same dataclass as the core's `PruningConfig`.
 PruningArguments = PruningConfig
 
@@ -95,24 +118,7 @@ class PruningMixin(ScoringSteps, StepPlanning, Checkpointing, Reporting):
         self._record_trained_loss()
 
     def _check_args(self, args: TrainingArguments) -> None:
-        if args.max_steps is not None and args.max_steps > 0:
-            raise ValueError(
-                f"`max_steps={args.max_steps}` conflicts with pruning: PruningTrainer plans the run by epochs "
-                "(each epoch trains on its own pruned subset). Set `num_train_epochs` (an integer) and leave "
-                "`max_steps=-1`."
-            )
-        epochs = args.num_train_epochs
-        if epochs < 1 or float(epochs) != int(epochs):
-            raise ValueError(
-                f"`num_train_epochs` must be a whole number >= 1 with pruning (the schedule prunes whole "
-                f"epochs), got {epochs}."
-            )
-        strategy = getattr(args, "train_sampling_strategy", "random")
-        if strategy not in ("random", None):
-            raise ValueError(
-                f"`train_sampling_strategy={strategy!r}` cannot be combined with pruning: the pruning "
-                "sampler decides each epoch's examples and shuffles them itself. Use the default 'random'."
-            )
+        check_training_args(args)
 
     def _check_train_dataset(self, dataset: Any) -> None:
         if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):

@@ -34,11 +34,14 @@ class StepPlanning:
         saved = 1 - planned_examples / full
         logger.info(
             "Data pruning: method %s, prune %s; examples per epoch %s; %d of %d examples (%.1f%% saved%s); "
-            "optimizer steps %d",
+            "optimizer steps per epoch %s, %d in all (transformers' banner below gives epoch 0's steps as every "
+            "epoch's; its total is this one)",
             self.pruning_args.method, self.pruning_args.effective_prune, plan, planned_examples, full,
-            100 * saved, "" if self.pruner.exact_plan else ", estimated", max_steps,
+            100 * saved, "" if self.pruner.exact_plan else ", estimated", self._epoch_plan.steps_per_epoch, max_steps,
         )
-        self._warn_if_little_is_pruned(plan, num_examples, saved)
+        warning = self.pruner.little_saved_warning()
+        if warning is not None:
+            logger.warning(warning)
         return (
             len(self._epoch_plan.examples),  # the plan's epochs: fewer than num_train_epochs for a budget run
             self._epoch_plan.steps_per_epoch[0],
@@ -47,21 +50,6 @@ class StepPlanning:
             total_train_batch_size,
             self._epoch_plan.batches[0],
             max_steps,
-        )
-
-    def _warn_if_little_is_pruned(self, plan: list[int], num_examples: int, saved: float) -> None:
-        prune = self.pruning_args.prune
-        if prune == 0 or self.pruning_args.method == "full":
-            return
-        pruning_epochs = sum(size < num_examples for size in plan)
-        if saved >= prune / 2:
-            return
-        anneal = self.pruner.config.effective_anneal
-        logger.warning(
-            "Data pruning will save only %.1f%% of the examples (prune %s): %d of %d epochs prune; epoch 0 is always "
-            "full and anneal=%s keeps the last %d epoch(s) full. Train more epochs, or lower `anneal` (0 turns the "
-            "annealing off).",
-            100 * saved, prune, pruning_epochs, len(plan), anneal, self.pruner.schedule.num_anneal_epochs,
         )
 
     def _plan_steps(self, dataloader) -> None:

@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 from ..core import PruningConfig
 from ..core.report import save_json
 from ..core.state_file import newest_complete
+from ..plots import PLOT_FILE
 from .checkpoints import TrainingInterrupted, checkpoint_pruning_state
 
 logger = logging.getLogger("emp_hf")
@@ -110,7 +111,10 @@ class Reporting:
             **extra,
         )
 
-    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+    def create_model_card(self, *args: Any, card_sections: dict[str, str] | None = None, **kwargs: Any) -> None:
+        """`Trainer.create_model_card`, with a "Data pruning" section (settings, the seed, what was measured, the
+        plot) and the sections transformers leaves "More information needed" filled where the run knows them:
+        `card_sections` (title -> text) from the script, else the training and evaluation rows counted here."""
         super().create_model_card(*args, **kwargs)
         if not self.is_world_process_zero():
             return
@@ -122,12 +126,28 @@ class Reporting:
         timing = ("_runtime", "_per_second")
         final = {k: v for k, v in (evals[-1] if evals else {}).items()
                  if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(timing)}
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("\n" + model_card_section(self.pruning_args, report_path, final))
+        sections = dict(card_sections or {})
+        if "Training and evaluation data" not in sections and self.train_dataset is not None:
+            rows = f"Trained on {len(self.train_dataset):,} rows"
+            eval_rows = len(self.eval_dataset) if hasattr(self.eval_dataset, "__len__") else None
+            sections["Training and evaluation data"] = rows + (f"; evaluated on {eval_rows:,} rows." if eval_rows
+                                                               else ".")
+        with open(path, encoding="utf-8") as f:
+            card = f.read()
+        for title, text in sections.items():
+            card = card.replace(f"\n## {title}\n\nMore information needed\n", f"\n## {title}\n\n{text}\n")
+        plot = os.path.isfile(os.path.join(self.args.output_dir, PLOT_FILE))
+        seed = self.pruner.seed if self.pruner is not None else None
+        card += "\n" + model_card_section(self.pruning_args, report_path, final, pruning_seed=seed,
+                                          plot=PLOT_FILE if plot else None)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(card)
 
 
-def model_card_section(config: PruningConfig, report_path: str, final_metrics: dict[str, float] | None = None) -> str:
-    """The model card's "Data pruning" section: the settings, what was measured, and the final evaluation."""
+def model_card_section(config: PruningConfig, report_path: str, final_metrics: dict[str, float] | None = None,
+                       pruning_seed: int | None = None, plot: str | None = None) -> str:
+    """The model card's "Data pruning" section: the settings with the seed the selections drew from, what was
+    measured, the run's plot, and the final evaluation."""
     import json
 
     from .. import __version__
@@ -136,12 +156,16 @@ def model_card_section(config: PruningConfig, report_path: str, final_metrics: d
         "## Data pruning",
         "",
         f"Trained with emp-hf {__version__} dynamic data pruning: method `{config.method}`, prune ratio "
-        f"{config.effective_prune}. Each epoch trained on a subset chosen from per-example scores recorded during training.",
+        f"{config.effective_prune}. Each epoch trained on a subset chosen from per-example scores recorded during "
+        "training.",
         "",
         "| setting | value |",
         "|---|---|",
     ]
-    lines += [f"| {k} | {v} |" for k, v in config.to_dict().items() if v is not None]
+    settings = {k: v for k, v in config.to_dict().items() if v is not None}
+    if pruning_seed is not None:
+        settings["pruning_seed"] = pruning_seed  # the seed used (the Trainer's seed unless it was set apart)
+    lines += [f"| {k} | {v} |" for k, v in settings.items()]
     if os.path.isfile(report_path):
         report = json.loads(open(report_path, encoding="utf-8").read())
         lines += [
@@ -151,6 +175,8 @@ def model_card_section(config: PruningConfig, report_path: str, final_metrics: d
             f"(saved fraction {report['saved_fraction']:.3f}); training wall time "
             f"{report.get('train_wall_time_s', float('nan')):.1f} s. Details: `{REPORT_FILE}`.",
         ]
+    if plot is not None:
+        lines += ["", f"![Examples forwarded per epoch, the evaluation metric, and selection counts]({plot})"]
     if final_metrics:
         lines += ["", "Final evaluation of this pruned run:", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k.removeprefix('eval_')} | {v:.4f} |" for k, v in final_metrics.items()]

@@ -145,7 +145,12 @@ def _cifar_from_hub(name: str, classes: int) -> ImageData:
     import numpy as np
     from datasets import load_dataset
 
-    ds = load_dataset(f"uoft-cs/{name}")
+    try:
+        ds = load_dataset(f"uoft-cs/{name}")
+    except (OSError, ValueError) as error:  # offline, or the Hub unreachable
+        reason = " ".join(str(error).split())[:160]
+        raise ValueError(f"Could not load uoft-cs/{name} from the Hub ({reason}). Pass --data_dir with the "
+                         f"{name} python-pickle files (cifar-10-batches-py / cifar-100-python), or go online.") from None
     image_key = "img"
     label_key = "label" if name == "cifar10" else "fine_label"
 

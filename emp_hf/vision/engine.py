@@ -10,6 +10,7 @@ flushed once per epoch, the pruner's plan updated as real sizes arrive) is here,
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from tqdm.auto import tqdm
 
 from ..core import DataPruner, PruningSampler, ScoreBuffer
 from ..core.epoch_plan import EpochPlan, sharded_batches
+
+logger = logging.getLogger("emp_hf")
 
 
 @dataclass
@@ -75,6 +78,18 @@ def plan_of(pruner: DataPruner, world: int, batch_size: int) -> EpochPlan:
     """The run's step plan: each epoch of the pruner's current plan (a budget run's last epoch cut there) in a
     rank's batches (`sharded_batches`)."""
     return EpochPlan.of(pruner.current_plan(), lambda size: sharded_batches(size, world, batch_size))
+
+
+def log_plan(pruner: DataPruner, plan: EpochPlan) -> None:
+    """The run's plan at INFO, and the warning where it saves little (a short run), as the Trainer logs them."""
+    sizes = pruner.plan()
+    full = pruner.num_examples * len(sizes)
+    logger.info("Data pruning: method %s, prune %s; examples per epoch %s; %d of %d examples (%.1f%% saved%s); "
+                "optimizer steps %d", pruner.config.method, pruner.config.effective_prune, sizes, sum(sizes), full,
+                100 * (1 - sum(sizes) / full), "" if pruner.exact_plan else ", estimated", plan.total)
+    warning = pruner.little_saved_warning()
+    if warning is not None:
+        logger.warning(warning)
 
 
 def pruned_epochs(pruner: DataPruner, sampler: PruningSampler, scores: ScoreBuffer, plan: EpochPlan,

@@ -27,9 +27,10 @@ from ..core.fingerprint import tensors_fingerprint
 from ..core.policies import seeded_generator
 from ..core.run_lock import RunLock
 from ..core.state_file import DamagedStateError, load_state_file, newest_complete, require, save_state_file
+from ..plots import PLOT_FILE, plot_run
 from .augment import normalise, random_crop_flip
 from .data import AUGMENTATION, DATASETS, apply_variants, load_image_data
-from .engine import StepTerms, batch_of, plan_of, pruned_epochs  # noqa: F401 - batch_of, plan_of: re-exported
+from .engine import StepTerms, batch_of, log_plan, plan_of, pruned_epochs  # noqa: F401 - batch_of: re-exported
 from .models import MODELS, build_model
 from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
 
@@ -149,6 +150,11 @@ def resume_run(resume: str | None, output_dir: str, pruner, model, optimizer, sc
         state = _read_state(Path(resume))
     pruner.load_state_dict(state["pruner"], source=os.path.join(resume, "state.pt"))
     accelerator.unwrap_model(model).load_state_dict(state["model"])
+    if state["optimizer"] is None or state["scheduler"] is None:  # a finished run's last checkpoint
+        if state["epoch"] + 1 < len(pruner.plan()):
+            raise DamagedStateError(f"{os.path.join(resume, 'state.pt')} holds no optimizer state, but epoch "
+                                    f"{state['epoch']} is not the plan's last: it cannot be resumed.")
+        return state["history"], state["epoch"] + 1
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return state["history"], state["epoch"] + 1
@@ -208,6 +214,8 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         schedule_epochs = vargs.epochs
     scheduler = build_schedule(vargs.schedule, optimizer, schedule_plan, schedule_epochs)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if main:
+        log_plan(pruner, plan)
 
     history, start_epoch = resume_run(vargs.resume_from_checkpoint, vargs.output_dir, pruner, model, optimizer,
                                       scheduler, accelerator)
@@ -238,7 +246,8 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         last = epoch == epochs - 1
         pruner.close_epoch(epoch)  # a diverged epoch stops the run here, before its checkpoint
         if last or (vargs.save_every and (epoch + 1) % vargs.save_every == 0):
-            save_checkpoint(vargs.output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator)
+            save_checkpoint(vargs.output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator,
+                            final=last)
         if main and not last:  # so that an interrupted run keeps what it measured
             save_json({"arguments": asdict(vargs), "pruning": pargs.to_dict(), "final": None, "epochs": history},
                       os.path.join(vargs.output_dir, "metrics.json"))
@@ -262,7 +271,9 @@ def train(vargs: VisionArguments, pargs: PruningConfig, data=None) -> TrainResul
         save_json({"arguments": asdict(vargs), "pruning": pargs.to_dict(), "final": final, "epochs": history},
                   os.path.join(vargs.output_dir, "metrics.json"))
         save_json(report, os.path.join(vargs.output_dir, "pruning_report.json"))
-        plot(history, report, vargs.output_dir)
+        plot_run(os.path.join(vargs.output_dir, PLOT_FILE), report,
+                 {"test": [(h["epoch"], h["test_acc"]) for h in history],
+                  "train": [(h["epoch"], h["train_acc"]) for h in history]}, "accuracy")
     accelerator.wait_for_everyone()
     return TrainResult(final, history, pruner, accelerator.unwrap_model(model))
 
@@ -314,35 +325,16 @@ def evaluate(model, data, mean, std, batch_size: int, accelerator: Accelerator) 
     return float(accelerator.reduce(correct, "sum")) / n
 
 
-def save_checkpoint(output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator) -> None:
+def save_checkpoint(output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator,
+                    final: bool = False) -> None:
+    """`checkpoint-epoch<N>/state.pt`. The last epoch's (`final`) holds no optimizer or schedule state: nothing
+    is left to resume, so it keeps the weights, the pruning state and the history (Adam's moments alone are
+    twice the model)."""
     if not accelerator.is_main_process:
         return
     folder = Path(output_dir) / f"checkpoint-epoch{epoch}"
     folder.mkdir(parents=True, exist_ok=True)
-    save_state_file({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(), "history": history,
-                     "epoch": epoch}, folder / "state.pt")
-
-
-def plot(history: list[dict[str, Any]], report: dict[str, Any], output_dir: str) -> None:
-    """Selection-count histogram and accuracy curve, when matplotlib is installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    hist = report["selection_count_histogram"]
-    left.bar(range(len(hist)), hist)
-    left.set(xlabel="times selected in pruning epochs", ylabel="examples",
-             title=f"{report['method']} (prune {report['settings']['prune']})")
-    epochs = [h["epoch"] for h in history]
-    right.plot(epochs, [h["test_acc"] for h in history], label="test")
-    right.plot(epochs, [h["train_acc"] for h in history], label="train")
-    right.set(xlabel="epoch", ylabel="accuracy", title=f"saved fraction {report['saved_fraction']:.3f}")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(output_dir, "pruning.png"), dpi=100)
-    plt.close(fig)
+    save_state_file({"model": accelerator.unwrap_model(model).state_dict(),
+                     "optimizer": None if final else optimizer.state_dict(),
+                     "scheduler": None if final else scheduler.state_dict(), "pruner": pruner.state_dict(),
+                     "history": history, "epoch": epoch, "final": final}, folder / "state.pt")

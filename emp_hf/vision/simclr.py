@@ -29,9 +29,10 @@ from ..core.contrastive import SSL_SCORES, nt_xent_terms, view_distance
 from ..core.fingerprint import tensors_fingerprint
 from ..core.policies import seeded_generator
 from ..core.run_lock import RunLock
+from ..plots import PLOT_FILE, plot_run
 from .augment import draw_view_params, normalise, random_crop_flip, simclr_view
 from .data import AUGMENTATION, DATASETS, ImageData, apply_variants, load_image_data
-from .engine import StepTerms, plan_of, pruned_epochs
+from .engine import StepTerms, log_plan, plan_of, pruned_epochs
 from .loop import resume_run, save_checkpoint
 from .models import build_model
 from .optim import build_schedule
@@ -125,7 +126,7 @@ class SimCLRResult:
 
 
 def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: ImageData | None = None) -> SimCLRResult:
-    """Pre-train with pruning, evaluate, write ssl_results.json, pruning_report.json and ssl.png."""
+    """Pre-train with pruning, evaluate, write ssl_results.json, pruning_report.json and pruning.png."""
     accelerator = Accelerator(cpu=args.cpu)
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
@@ -154,6 +155,8 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = build_schedule("exponential", optimizer, plan, args.epochs, gamma=args.lr_gamma)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if main:
+        log_plan(pruner, plan)
 
     history, start_epoch = resume_run(args.resume_from_checkpoint, args.output_dir, pruner, model, optimizer,
                                       scheduler, accelerator)
@@ -173,7 +176,8 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
         last = epoch == args.epochs - 1
         pruner.close_epoch(epoch)  # a diverged epoch stops the run here, before its checkpoint
         if last or (args.save_every and (epoch + 1) % args.save_every == 0):
-            save_checkpoint(args.output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator)
+            save_checkpoint(args.output_dir, epoch, model, optimizer, scheduler, pruner, history, accelerator,
+                            final=last)
 
     if pruner.epoch is not None:
         pruner.close_epoch(pruner.epoch)
@@ -199,7 +203,8 @@ def pretrain_and_evaluate(args: SimCLRArguments, pargs: PruningConfig, data: Ima
     if main:
         save_json(results, os.path.join(args.output_dir, "ssl_results.json"))
         save_json(report, os.path.join(args.output_dir, "pruning_report.json"))
-        plot(history, report, evaluation, args.output_dir)
+        plot_run(os.path.join(args.output_dir, PLOT_FILE), report,
+                 {"NT-Xent (pre-training)": [(h["epoch"], h["nt_xent"]) for h in history]}, "NT-Xent")
     accelerator.wait_for_everyone()
     return SimCLRResult(results, history, pruner, accelerator.unwrap_model(model))
 
@@ -300,27 +305,3 @@ def finetune_evaluation(encoder: nn.Module, data: ImageData, mean, std, args: Si
         logits = torch.cat([net(normalise(data.test_images[s:s + 512], mean, std).contiguous(memory_format=layout))
                             for s in range(0, int(data.test_labels.numel()), 512)])
     return float((logits.argmax(-1) == data.test_labels).float().mean())
-
-
-def plot(history, report, evaluation, output_dir: str) -> None:
-    """Pre-training NT-Xent and kept examples per epoch, when matplotlib is installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    epochs = [h["epoch"] for h in history]
-    left.plot(epochs, [h["nt_xent"] for h in history])
-    left.set(xlabel="epoch", ylabel="NT-Xent (mean over forwarded examples)",
-             title=f"{report['method']} (prune {report['settings']['prune']})")
-    right.bar(epochs, [h["kept"] for h in history])
-    acc = evaluation.get("test_acc")
-    right.set(xlabel="epoch", ylabel="examples trained",
-              title=f"saved {report['saved_fraction']:.3f}"
-                    + (f", {evaluation['mode']} acc {acc:.4f}" if acc is not None else ""))
-    fig.tight_layout()
-    fig.savefig(os.path.join(output_dir, "ssl.png"), dpi=100)
-    plt.close(fig)
