@@ -44,7 +44,12 @@ def check_outputs(out: Path, metric: str, method: str = "emp") -> dict:
     assert [r["forwarded"] for r in report["per_epoch"]] == report["planned_examples_per_epoch"]
     results = json.loads((out / "eval_results.json").read_text())
     assert metric in results
-    assert "## Data pruning" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "## Data pruning" in card and "| pruning_seed |" in card and "(pruning.png)" in card
+    assert (out / "pruning.png").stat().st_size > 1000
+    for section in ("## Model description", "## Training and evaluation data"):
+        body = card.split(section, 1)[1].split("\n## ", 1)[0]
+        assert "More information needed" not in body and "emp-hf" in card, section
     checkpoints = sorted(out.glob("checkpoint-*"))
     assert checkpoints and (checkpoints[-1] / "pruning_state.pt").is_file()
     return report
@@ -62,6 +67,11 @@ def test_real_glue_task(tmp_path, monkeypatch, task, metric):
               "--max_train_samples", "30", "--output_dir", str(out), *COMMON], monkeypatch)
     report = check_outputs(out, metric)
     assert report["num_examples"] == 30 and report["planned_examples_per_epoch"] == [30, 15, 30]
+    config = json.loads((out / "config.json").read_text())
+    if spec.label_names:  # the task's own label names, not LABEL_0/LABEL_1
+        assert config["id2label"] == {str(i): name for i, name in enumerate(spec.label_names)}
+    card = (out / "README.md").read_text()
+    assert "the first 30 training rows" in card and f"truncated to {128} tokens" in card
 
 
 def write_tsv_task(root: Path) -> list[str]:

@@ -463,3 +463,38 @@ def test_a_second_get_train_dataloader_call_keeps_the_pruning_state(tmp_path):
     trainer.pruning_args = PruningArguments(method="emp", prune=0.7)  # another plan: a new state
     trainer.get_train_dataloader()
     assert trainer.pruner is not pruner and trainer.pruner.store.num_seen == 0
+
+
+OWN_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from tiny import tiny_args, tiny_bert, tiny_dataset
+from emp_hf import PruningArguments, PruningTrainer
+
+args = tiny_args({out!r}, log_level={level!r}, num_train_epochs={epochs})
+PruningTrainer(model=tiny_bert(), args=args, train_dataset=tiny_dataset(),
+               pruning_args=PruningArguments(method="emp", prune=0.5)).train()
+"""
+
+
+@pytest.mark.parametrize("level,epochs,shown,hidden", [
+    ("info", 3, ["[emp_hf] Data pruning: method emp", "[emp_hf] Data pruning scores each example by"], []),
+    ("passive", 2, ["[emp_hf] Data pruning will save only"], ["[emp_hf] Data pruning: method"]),
+])
+def test_an_own_script_shows_the_plan_where_transformers_shows_its_lines(tmp_path, level, epochs, shown, hidden):
+    """No logging set up by the script: emp-hf's lines reach stderr at the Trainer's `log_level` (INFO: the
+    plan and the scorer; the default: only warnings, such as a run too short to prune)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = OWN_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "out"), level=level,
+                             epochs=epochs)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in shown:
+        assert line in done.stderr, (line, done.stderr[-2000:])
+    for line in hidden:
+        assert line not in done.stderr
+    assert done.stderr.count("[emp_hf] Data pruning: method") <= 1  # printed once, not once per handler
