@@ -26,7 +26,14 @@ EXIT_INTERRUPTED = 143
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The description as written (its example keeps its lines), every flag with its default."""
+    """The description as written (its example keeps its lines), every flag with its default (unless its help
+    already says what the default is)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default:" in text.lower():
+            return text
+        return super()._get_help_string(action)
 
 
 def _one_line(text: str) -> str:

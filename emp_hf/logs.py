@@ -41,3 +41,11 @@ def install_console_handler() -> None:
     logger = logging.getLogger(LOGGER_NAME)
     if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
         logger.addHandler(_ConsoleHandler())
+
+
+def show_plan_on_main_process() -> None:
+    """The scripts' console: the plan and the scorer (INFO) from the main process, only warnings from the rest."""
+    import os
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    logging.getLogger(LOGGER_NAME).setLevel(logging.INFO if main else logging.WARNING)

@@ -12,13 +12,13 @@ examples:
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 from emp_hf import PruningConfig
 from emp_hf.cli import DataclassParser, guard
 from emp_hf.core.distributed import shutdown, world_size
+from emp_hf.logs import show_plan_on_main_process
 from emp_hf.vision.simclr import SimCLRArguments, pretrain_and_evaluate
 
 
@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     with guard("simclr.py") as run:
         parser = DataclassParser((PruningConfig, SimCLRArguments), prog="simclr.py", description=__doc__)
         pargs, args = parser.parse(sys.argv[1:] if argv is None else argv)
-        # the plan and any warning on the console (the main process; the others only warn)
-        logging.getLogger("emp_hf").setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
+        show_plan_on_main_process()
         run.output_dir = args.output_dir
         results = pretrain_and_evaluate(args, pargs).results
         if int(os.environ.get("RANK", "0")) == 0:

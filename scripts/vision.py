@@ -11,7 +11,6 @@ examples:
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -19,6 +18,7 @@ from emp_hf import PruningConfig
 from emp_hf.cli import DataclassParser, guard
 from emp_hf.core.distributed import shutdown, world_size
 from emp_hf.core.static import scoring_cost_note
+from emp_hf.logs import show_plan_on_main_process
 from emp_hf.vision import VisionArguments, train
 
 
@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     with guard("vision.py") as run:
         parser = DataclassParser((PruningConfig, VisionArguments), prog="vision.py", description=__doc__)
         pargs, vargs = parser.parse(sys.argv[1:] if argv is None else argv)
-        # the plan and any warning on the console (the main process; the others only warn)
-        logging.getLogger("emp_hf").setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
+        show_plan_on_main_process()
         run.output_dir = vargs.output_dir
         final = train(vargs, pargs).final
         if int(os.environ.get("RANK", "0")) == 0:

@@ -48,7 +48,7 @@ def test_readme_gives_two_setup_commands_and_ci_runs_the_test_one():
     assert tests.split("&&")[-1].strip() == "OMP_NUM_THREADS=1 python -m pytest -q"
     ci = (ROOT / ".ci" / "run").read_text()
     assert "export OMP_NUM_THREADS=1" in ci and "\npython -m pytest -q\n" in ci  # CI runs the README's command
-    assert 'pip install -q -e ".[test]"' in ci and "pip install -q torch==2.13.0" in ci
+    assert 'pip install -q -e ".[test,docs]"' in ci and "pip install -q torch==2.13.0" in ci
 
 
 @pytest.mark.slow
@@ -84,3 +84,37 @@ def test_main_job_runs_from_a_bare_copy_offline(tmp_path):
     assert "split: validation" in card and "config: sst2" in card
     assert "## Data pruning" in card and "| accuracy |" in card  # final metrics beside the pruning facts
     assert "pin_memory" not in proc.stderr
+
+
+def test_readme_is_a_front_page_whose_references_exist():
+    """Short, free of this repository's internal words, and every file it names is in the repository."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.split()) < 1600, "the front page reads in about five minutes; details go to docs/"
+    for internal in ("../shared", ".ci/run", "2-core", "this project's machines"):
+        assert internal not in text, internal
+    for name in set(re.findall(r"`((?:docs|glue_runs|vision_runs|scripts)/[\w./-]+\.(?:md|py))`", text)):
+        assert (ROOT / name).is_file(), name
+    for name in re.findall(r"\]\(([\w./-]+\.md)\)", text):
+        assert (ROOT / name).is_file(), name
+
+
+def test_readme_results_are_the_results_page_figures():
+    """The front page's table is the results page's (which cites the condensed studies), cell for cell."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    results = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| ") and " ± " in line]
+    assert len(rows) >= 3
+    for row in rows:
+        for cell in re.findall(r"[−+-]?\d+\.\d\d(?: ± \d+\.\d\d)?", row):
+            assert cell in results, (cell, row)
+
+
+def test_results_page_cites_the_rendered_studies():
+    """Each mean ± SD and each interval in the results page's table is in glue_runs/ or vision_runs/RESULTS.md."""
+    recorded = "".join((ROOT / d / "RESULTS.md").read_text(encoding="utf-8") for d in ("glue_runs", "vision_runs"))
+    results = (ROOT / "docs" / "results.md").read_text(encoding="utf-8").replace("−", "-")
+    rows = [line for line in results.splitlines() if line.startswith("| ") and " ± " in line]
+    assert len(rows) >= 3
+    for row in rows:
+        for cell in re.findall(r"\d+\.\d\d ± \d+\.\d\d|[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", row):
+            assert cell in recorded, (cell, row)

@@ -114,7 +114,7 @@ class GlueTrainingArguments(TrainingArguments):
     save_strategy: SaveStrategy | str = field(
         default="no",
         metadata={"help": "Checkpoints to resume from ('epoch': one per epoch). Each holds the model, the optimizer's "
-                          "state (twice the model's size with AdamW) and the pruning state: 270 MB for MiniLM-L6, "
+                          "state (twice the model's size with AdamW) and the pruning state: 260 MB for MiniLM-L6, "
                           "1.3 GB for bert-base. Off by default: the final model is saved either way."})
     save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept."})
     logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "Log every epoch."})
