@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -466,8 +470,6 @@ def test_a_second_get_train_dataloader_call_keeps_the_pruning_state(tmp_path):
 
 
 OWN_SCRIPT = """
-import sys
-sys.path.insert(0, {tests!r})
 from tiny import tiny_args, tiny_bert, tiny_dataset
 from emp_hf import PruningArguments, PruningTrainer
 
@@ -484,14 +486,9 @@ PruningTrainer(model=tiny_bert(), args=args, train_dataset=tiny_dataset(),
 def test_an_own_script_shows_the_plan_where_transformers_shows_its_lines(tmp_path, level, epochs, shown, hidden):
     """No logging set up by the script: emp-hf's lines reach stderr at the Trainer's `log_level` (INFO: the
     plan and the scorer; the default: only warnings, such as a run too short to prune)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    code = OWN_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "out"), level=level,
-                             epochs=epochs)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    code = OWN_SCRIPT.format(out=str(tmp_path / "out"), level=level, epochs=epochs)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parent)}  # tests/tiny.py
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     for line in shown:
         assert line in done.stderr, (line, done.stderr[-2000:])
