@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -71,19 +71,22 @@ def get_task(name: str) -> GlueTask:
 
 
 # ------------------------------------------------------------------ data
-def _read_tsv(path: Path) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of each non-blank line of a GLUE TSV file (tab-separated, no quoting)."""
-    rows = []
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line of a text file; bytes that are not UTF-8 refuse the file,
+    naming the line."""
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise ValueError(f"{path}, line {number}: not UTF-8 ({error.reason} at byte {error.start}).") from None
-            line = line.rstrip("\r\n")
             if line.strip():
-                rows.append((number, line.split("\t")))
-    return rows
+                yield number, line
+
+
+def _read_tsv(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank line of a GLUE TSV file (tab-separated, no quoting)."""
+    return [(number, line.rstrip("\r\n").split("\t")) for number, line in _numbered_lines(path)]
 
 
 def _tsv_label(task: GlueTask, raw: str, at: str) -> Any:
@@ -145,21 +148,14 @@ def _tsv_rows(task: GlueTask, path: Path) -> list[dict[str, Any]]:
 def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSON Lines file; each row remembers its line (`_line`) for error messages."""
     rows = []
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{path}, line {number}: not UTF-8 ({error.reason} at byte {error.start}).") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg}, col {error.colno}).") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}, line {number}: a JSON object per line is needed, got {type(row).__name__}.")
-            rows.append({**row, "_line": number})
+    for number, line in _numbered_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg}, col {error.colno}).") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {number}: a JSON object per line is needed, got {type(row).__name__}.")
+        rows.append({**row, "_line": number})
     return rows
 
 
