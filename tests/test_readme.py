@@ -113,8 +113,14 @@ def test_results_page_cites_the_rendered_studies():
     """Each mean ± SD and each interval in the results page's table is in glue_runs/ or vision_runs/RESULTS.md."""
     recorded = "".join((ROOT / d / "RESULTS.md").read_text(encoding="utf-8") for d in ("glue_runs", "vision_runs"))
     results = (ROOT / "docs" / "results.md").read_text(encoding="utf-8").replace("−", "-")
-    rows = [line for line in results.splitlines() if line.startswith("| ") and " ± " in line]
+    rows = [line for line in results.splitlines() if line.startswith("| ") and (" ± " in line or " [" in line)]
     assert len(rows) >= 3
+    interval = r"([+-]\d+\.\d\d) \[([+-]\d+\.\d\d), ([+-]\d+\.\d\d)\]"
     for row in rows:
         for cell in re.findall(r"\d+\.\d\d ± \d+\.\d\d|[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", row):
             assert cell in recorded, (cell, row)
+        verdicts = re.findall(r"\*\*(beats|loses)\*\*| (ties) ", row)
+        if verdicts:  # the beats/ties/loses table: the word follows from the interval
+            low, high = (float(x) for x in re.search(interval, row).groups()[1:])
+            word = next(w for pair in verdicts for w in pair if w)
+            assert word == ("beats" if low > 0 else "loses" if high < 0 else "ties"), row
