@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.config import PruningConfig
+from .plots import pyplot
 
 
 @dataclass(frozen=True)
@@ -121,27 +122,34 @@ def budget_pairs(runs: Iterable[PairableRun]) -> dict[tuple[str, str, Hashable],
 
 #: The end of a budget-matched run's label when it ran its own LR schedule instead of the matched run's.
 OWN_SCHEDULE = "[own LR schedule]"
+#: The end of a budget-matched run's label when its schedule was planned for the budget (linear decay to 0).
+PLANNED_SCHEDULE = "[planned: linear to 0]"
+
+
+def plot_series(points: dict[str, list[tuple[float, float, float]]]) -> dict[str, list[tuple[float, float, float]]]:
+    """The plot's series: each method's own, and the budget-matched points (each full data cut to some count,
+    whichever run set it) joined into one curve per kind of schedule: `budget` (the matched run's LR at every
+    step), `budget own` (its own LR schedule), `budget planned` (a schedule planned for the budget)."""
+    def schedule_of(method: str) -> str:
+        return ("budget own" if method.endswith(OWN_SCHEDULE) else
+                "budget planned" if method.endswith(PLANNED_SCHEDULE) else "budget")
+
+    curves = {}
+    for name in ("budget", "budget own", "budget planned"):
+        series = sorted(p for method, s in points.items()
+                        if method.startswith("budget_") and schedule_of(method) == name for p in s)
+        if series:
+            curves[name] = series
+    return {**curves, **{m: s for m, s in points.items() if not m.startswith("budget_")}}
 
 
 def plot_metric_vs_forwarded(path: Path, title: str, ylabel: str,
                              points: dict[str, list[tuple[float, float, float]]]) -> bool:
     """`points`: method label -> [(forwarded, metric mean, metric std)]. False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
-    # Every budget-matched point is full data cut to some count: one curve, whichever run set its count; a
-    # second one for those on their own LR schedule (label ending OWN_SCHEDULE), not the matched run's.
-    curves = {}
-    for name, own in (("budget", False), ("budget own", True)):
-        series = sorted(p for method, s in points.items()
-                        if method.startswith("budget_") and method.endswith(OWN_SCHEDULE) == own for p in s)
-        if series:
-            curves[name] = series
-    points = {**curves, **{m: s for m, s in points.items() if not m.startswith("budget_")}}
+    points = plot_series(points)
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     markers = "osD^v<>phX*"
     colours = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]  # grey: the budget
@@ -152,11 +160,15 @@ def plot_metric_vs_forwarded(path: Path, title: str, ylabel: str,
             ax.errorbar(x, y, yerr=e, fmt="o", color="black", capsize=3)
         elif method == "budget":
             ax.errorbar(x, y, yerr=e, fmt="s-", color="grey", capsize=3,
-                        label="full data cut to N examples (budget-matched)" if "budget own" not in points
+                        label="full data cut to N examples (budget-matched)"
+                        if "budget own" not in points and "budget planned" not in points
                         else "full data cut to N, the matched run's LR at every step")
         elif method == "budget own":
             ax.errorbar(x, y, yerr=e, fmt="s:", color="grey", markerfacecolor="none", capsize=3,
                         label="full data cut to N, its own LR schedule")
+        elif method == "budget planned":
+            ax.errorbar(x, y, yerr=e, fmt="D--", color="black", markerfacecolor="none", capsize=3,
+                        label="full data cut to N, LR planned for N (linear to 0)")
         else:  # a method's ratios joined thinly: its own cost/accuracy curve; ablations hollow
             ablation = "[" in method
             ax.errorbar(x, y, yerr=e, fmt=markers[i % len(markers)] + "-", linewidth=0.6, capsize=3,

@@ -24,7 +24,14 @@ import sys
 from pathlib import Path
 
 from emp_hf.cli import ArgumentParser, guard
-from emp_hf.compare import OWN_SCHEDULE, PairableRun, budget_pairs, describe_differences, plot_metric_vs_forwarded
+from emp_hf.compare import (
+    OWN_SCHEDULE,
+    PLANNED_SCHEDULE,
+    PairableRun,
+    budget_pairs,
+    describe_differences,
+    plot_metric_vs_forwarded,
+)
 from emp_hf.studies import Study, condense, load_studies, load_study, parse_variants, record_invocation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def render(study: Study, results_dir: Path) -> str:
     """The sweep's table (mean ± std over seeds where a configuration has several) and its plot."""
-    PLANNED_SCHEDULE = "[planned: linear to 0]"
 
     def budget_of(m):  # the pruning dataclass holds it now; recorded runs have it among the vision arguments
         return m["pruning"].get("budget_examples", m["arguments"].get("budget_examples"))

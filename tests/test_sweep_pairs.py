@@ -46,3 +46,24 @@ def test_a_budget_run_on_the_matched_runs_lr_pairs_only_with_runs_of_those_epoch
     assert set(pairs) == {("eps_greedy", "budget_random", cell), ("eps_greedy", "budget_random [own LR schedule]", cell),
                           ("odd", "budget_random [own LR schedule]", cell)}
     assert pairs[("eps_greedy", "budget_random", cell)] == pytest.approx([0.015])
+
+
+def test_the_plot_keeps_each_kind_of_budget_schedule_on_its_own_curve():
+    """Budget runs on the matched run's LR, on their own step schedule and on one planned for the budget are
+    three different baselines: never joined into one line."""
+    from emp_hf.compare import OWN_SCHEDULE, PLANNED_SCHEDULE, plot_series
+
+    points = {
+        "full": [(240.0, 89.5, 0.1)],
+        "emp": [(156.0, 88.8, 0.2)],
+        "budget_emp": [(156.0, 88.1, 0.2)],
+        "budget_random": [(114.0, 88.0, 0.2)],
+        f"budget_emp {OWN_SCHEDULE}": [(156.0, 89.1, 0.2)],
+        f"budget_emp {PLANNED_SCHEDULE}": [(156.0, 89.9, 0.4)],
+    }
+    series = plot_series(points)
+    assert series["budget"] == [(114.0, 88.0, 0.2), (156.0, 88.1, 0.2)]
+    assert series["budget own"] == [(156.0, 89.1, 0.2)]
+    assert series["budget planned"] == [(156.0, 89.9, 0.4)]
+    assert series["emp"] == points["emp"] and series["full"] == points["full"]
+    assert not any(name.startswith("budget_") for name in series)
